@@ -1,1 +1,58 @@
-// placeholder
+#include "cpu_ops.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <thread>
+
+namespace mlmamba::cpu {
+namespace {
+int g_threads = 0;
+}
+
+void set_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  g_threads = n;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int threads() {
+  if (g_threads == 0) set_threads(0);
+  return g_threads;
+}
+
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void linear(const float* x, int rows, int in, const float* weight, const float* bias, int out,
+            float* y) {
+  if (rows == 1) {
+    // One token is a matrix-vector product; gemv streams the weight once.
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, weight, in, x, 1, 0.0f, y, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, weight, in,
+                0.0f, y, out);
+  }
+  if (bias) {
+    for (int r = 0; r < rows; ++r) {
+      float* yr = y + static_cast<size_t>(r) * out;
+      for (int j = 0; j < out; ++j) yr[j] += bias[j];
+    }
+  }
+}
+
+void rmsnorm(const float* x, const float* weight, int n, float eps, float* y) {
+  // Accumulate in double: the sum of squares of thousands of values loses digits in fp32 and the
+  // reference it is compared with computes in higher precision.
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+  for (int i = 0; i < n; ++i) y[i] = x[i] * inv * weight[i];
+}
+
+}  // namespace mlmamba::cpu

@@ -1,1 +1,119 @@
-// placeholder
+#include <set>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "model_impl.h"
+
+namespace mlmamba {
+
+std::string_view version() {
+  return MLMAMBA_VERSION;
+}
+
+Result<Device> parse_device(std::string_view name) {
+  if (name == "auto") return Device::kAuto;
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda" || name == "gpu") return Device::kCuda;
+  return make_error(ErrorCode::kInvalidArgument,
+                    "unknown device \"" + std::string(name) + "\" (expected auto, cpu or cuda)");
+}
+
+const char* device_name(Device d) {
+  switch (d) {
+    case Device::kAuto:
+      return "auto";
+    case Device::kCpu:
+      return "cpu";
+    case Device::kCuda:
+      return "cuda";
+  }
+  return "?";
+}
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::kEndOfText:
+      return "end_of_text";
+    case StopReason::kMaxTokens:
+      return "max_tokens";
+    case StopReason::kCancelled:
+      return "cancelled";
+    case StopReason::kContextFull:
+      return "context_full";
+  }
+  return "?";
+}
+
+Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
+  MLM_ASSIGN_OR_RETURN(ModelConfig config, read_model_config(params.model_dir));
+  MLM_ASSIGN_OR_RETURN(DeviceChoice device, choose_device(params.device));
+  const auto tok_path = params.model_dir / config.tokenizer_file;
+  MLM_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::from_file(tok_path));
+  MLM_ASSIGN_OR_RETURN(WeightStore weights, WeightStore::open(params.model_dir));
+  cpu::set_threads(params.threads);
+
+  auto model =
+      std::make_shared<ModelImpl>(std::move(config), std::move(weights), std::move(tokenizer));
+  const ModelConfig& c = model->config_;
+  auto lm = Mamba2Lm::load(model->weights_, c);
+  if (!lm.ok()) {
+    return make_error(lm.error().code, params.model_dir.string() + ": " + lm.error().message);
+  }
+  model->lm_ = std::move(lm).value();
+  if (model->tokenizer_.vocab_size() > c.llm.vocab_size) {
+    return make_error(ErrorCode::kCorruptFile, tok_path.string() + " has " +
+                                                   std::to_string(model->tokenizer_.vocab_size()) +
+                                                   " tokens, more than the model's vocabulary of " +
+                                                   std::to_string(c.llm.vocab_size));
+  }
+
+  ModelInfo& info = model->info_;
+  info.format = model_format_name(c.format);
+  info.name = c.name;
+  info.device = device.device;
+  info.fallback_reason = device.fallback_reason;
+  std::set<std::string> dtypes;
+  for (const auto& n : model->weights_.names())
+    dtypes.insert(dtype_name(model->weights_.find(n)->dtype));
+  info.weight_dtype = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
+  info.parameters = model->lm_->parameters();
+  const Mamba2Dims& m = c.llm.mixer;
+  info.d_model = m.d_model;
+  info.n_layer = c.llm.n_layer;
+  info.vocab_size = c.llm.vocab_size;
+  info.d_state = m.d_state;
+  info.headdim = m.headdim;
+  info.nheads = m.nheads;
+  info.ngroups = m.ngroups;
+  info.chunk_size = m.chunk_size;
+  info.max_sequence_length = c.llm.max_sequence_length;
+  info.eos_token_id =
+      c.eos_token_id >= 0 ? c.eos_token_id : model->tokenizer_.token_to_id("<|endoftext|>");
+  if (info.eos_token_id >= c.llm.vocab_size) {
+    return make_error(ErrorCode::kCorruptFile, "the end-of-text id is outside the vocabulary");
+  }
+  return std::shared_ptr<const Model>(std::move(model));
+}
+
+Result<std::vector<int32_t>> ModelImpl::tokenize(std::string_view text) const {
+  return tokenizer_.encode(text);
+}
+
+std::string ModelImpl::detokenize(const std::vector<int32_t>& ids) const {
+  return tokenizer_.decode(ids);
+}
+
+std::string ModelImpl::format_user_turn(std::string_view message, bool first_turn) const {
+  if (config_.prompt_template != "zephyr") return std::string(message);
+  // The released model's Zephyr template: the first message is stripped, later turns are opened
+  // by a newline after the previous reply's end-of-text.
+  if (first_turn) {
+    const auto b = message.find_first_not_of(" \t\n\r\f\v");
+    const auto e = message.find_last_not_of(" \t\n\r\f\v");
+    message = b == std::string_view::npos ? std::string_view() : message.substr(b, e - b + 1);
+    return "<|user|>\n" + std::string(message) + "<|endoftext|>\n<|assistant|>\n";
+  }
+  return "\n<|user|>\n" + std::string(message) + "<|endoftext|>\n<|assistant|>\n";
+}
+
+}  // namespace mlmamba

@@ -1,1 +1,192 @@
-// placeholder
+#include <sys/resource.h>
+
+#include <chrono>
+#include <mutex>
+
+#include "model_impl.h"
+#include "sampler.h"
+
+namespace mlmamba {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+struct Session::Snapshot {
+  LmState state;
+  std::vector<int32_t> pending;
+  std::vector<int32_t> history;
+  int tokens_seen = 0;
+  int turns = 0;
+};
+
+struct Session::Impl {
+  std::shared_ptr<const ModelImpl> model;
+  Snapshot s;  // the live conversation
+  std::atomic<bool> cancel{false};
+
+  Result<Generation> run(const std::vector<int32_t>& prompt, const GenerateParams& params,
+                         bool as_turn);
+};
+
+Session::Session(std::shared_ptr<const Model> model) : impl_(std::make_unique<Impl>()) {
+  impl_->model = std::static_pointer_cast<const ModelImpl>(std::move(model));
+  impl_->s.state = impl_->model->lm().new_state();
+}
+
+Session::~Session() = default;
+
+void Session::cancel() {
+  impl_->cancel.store(true);
+}
+
+void Session::reset() {
+  for (auto& l : impl_->s.state.layers) l.clear();
+  impl_->s.pending.clear();
+  impl_->s.history.clear();
+  impl_->s.tokens_seen = 0;
+  impl_->s.turns = 0;
+}
+
+int Session::tokens_seen() const {
+  return impl_->s.tokens_seen;
+}
+int Session::turns() const {
+  return impl_->s.turns;
+}
+
+std::shared_ptr<const Session::Snapshot> Session::snapshot() const {
+  return std::make_shared<const Snapshot>(impl_->s);
+}
+
+void Session::restore(const std::shared_ptr<const Snapshot>& snapshot) {
+  if (snapshot) impl_->s = *snapshot;
+}
+
+Result<Generation> Session::generate_from_ids(const std::vector<int32_t>& prompt_ids,
+                                              const GenerateParams& params) {
+  return impl_->run(prompt_ids, params, false);
+}
+
+Result<Generation> Session::ask(std::string_view message, const GenerateParams& params) {
+  const ModelImpl& m = *impl_->model;
+  MLM_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                       m.tokenize(m.format_user_turn(message, impl_->s.turns == 0)));
+  return impl_->run(ids, params, true);
+}
+
+Result<Generation> Session::Impl::run(const std::vector<int32_t>& prompt,
+                                      const GenerateParams& params, bool as_turn) {
+  const auto t_start = Clock::now();
+  cancel.store(false);
+  const ModelImpl& m = *model;
+  const Mamba2Lm& lm = m.lm();
+  const int vocab = lm.config().vocab_size;
+  const int limit = m.info().max_sequence_length;
+  MLM_TRY(validate(params.sampling));
+  if (params.max_new_tokens < 0)
+    return make_error(ErrorCode::kInvalidArgument, "max new tokens must be >= 0");
+  if (prompt.empty()) return make_error(ErrorCode::kInvalidArgument, "the prompt is empty");
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= vocab) {
+      return make_error(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) +
+                                                         " is outside the vocabulary (0.." +
+                                                         std::to_string(vocab - 1) + ")");
+    }
+  }
+  std::vector<int32_t> feed = s.pending;
+  feed.insert(feed.end(), prompt.begin(), prompt.end());
+  if (static_cast<int64_t>(s.tokens_seen) + static_cast<int64_t>(feed.size()) > limit) {
+    return make_error(ErrorCode::kLimitExceeded,
+                      "the prompt has " + std::to_string(prompt.size()) + " tokens; with the " +
+                          std::to_string(s.tokens_seen) +
+                          " already in this conversation that exceeds the limit of " +
+                          std::to_string(limit));
+  }
+
+  // A cancelled prefill leaves the recurrent state half-advanced: keep the state to go back to.
+  const Snapshot before = s;
+  Generation gen;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  if (!lm.forward_ids(feed.data(), static_cast<int>(feed.size()), &s.state, logits.data(),
+                      ScanForm::kChunked, &cancel)) {
+    s = before;
+    return make_error(ErrorCode::kCancelled, "cancelled during the prompt");
+  }
+  s.tokens_seen += static_cast<int>(feed.size());
+  s.history.insert(s.history.end(), feed.begin(), feed.end());
+  s.pending.clear();
+  gen.stats.prefill_tokens = static_cast<int>(feed.size());
+  gen.stats.prefill_ms = ms_since(t_start);
+
+  Sampler sampler(params.sampling);
+  StreamDecoder decoder(m.tokenizer());
+  const int eos = m.eos();
+  Clock::time_point t_first{};
+  int32_t unfed = -1;  // the last sampled token, not yet run through the model
+  gen.stop = StopReason::kMaxTokens;
+  while (static_cast<int>(gen.ids.size()) < params.max_new_tokens) {
+    if (cancel.load()) {
+      gen.stop = StopReason::kCancelled;
+      break;
+    }
+    if (unfed >= 0) {
+      if (s.tokens_seen + 1 > limit) {
+        gen.stop = StopReason::kContextFull;
+        break;
+      }
+      lm.forward_ids(&unfed, 1, &s.state, logits.data());
+      s.history.push_back(unfed);
+      s.tokens_seen += 1;
+      unfed = -1;
+    }
+    const int32_t id = sampler.next(logits, s.history);
+    unfed = id;
+    if (gen.ids.empty()) {
+      t_first = Clock::now();
+      gen.stats.time_to_first_token_ms = ms_since(t_start);
+    }
+    if (id == eos && !params.ignore_eos) {
+      gen.stop = StopReason::kEndOfText;
+      break;
+    }
+    gen.ids.push_back(id);
+    std::string piece = decoder.push(id);
+    gen.text += piece;
+    if (params.on_token) params.on_token(Token{id, std::move(piece)});
+  }
+  std::string tail = decoder.flush();
+  if (!tail.empty()) {
+    gen.text += tail;
+    if (params.on_token) params.on_token(Token{-1, std::move(tail)});
+  }
+  // What the next call must feed first: the last sampled token, and in a chat the end-of-text that
+  // closes the reply (the template stores every reply as reply + <|endoftext|>).
+  if (unfed >= 0) s.pending.push_back(unfed);
+  if (as_turn && unfed != eos && eos >= 0) s.pending.push_back(eos);
+  if (as_turn) s.turns += 1;
+
+  Stats& st = gen.stats;
+  st.generated_tokens = static_cast<int>(gen.ids.size());
+  st.total_ms = ms_since(t_start);
+  if (!gen.ids.empty()) {
+    st.decode_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_first).count();
+    // The first token comes from the prefill; the rate counts the tokens the decode loop produced.
+    if (gen.ids.size() > 1 && st.decode_ms > 0)
+      st.decode_tokens_per_s = (gen.ids.size() - 1) * 1000.0 / st.decode_ms;
+  }
+  st.peak_memory_bytes = peak_rss_bytes();
+  return gen;
+}
+
+}  // namespace mlmamba

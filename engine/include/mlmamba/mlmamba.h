@@ -1,8 +1,8 @@
 // ML-Mamba inference engine: the whole public API.
 //
 // Thread-safety: a Model is immutable once loaded and may be shared by any number of threads and
-// Sessions. A Session is used by one thread at a time, except Session::cancel(), which any thread may
-// call at any moment; the running generate() then returns within one token.
+// Sessions. A Session is used by one thread at a time, except Session::cancel(), which any thread
+// may call at any moment; the running generate() then returns within one token.
 #pragma once
 
 #include <atomic>
@@ -36,7 +36,8 @@ struct ModelInfo {
   std::string name;
   std::string device;           // where it runs: "cpu" | "cuda:0"
   std::string fallback_reason;  // why it is not on the device asked for; empty if it is
-  std::string weight_dtype;     // storage dtype of the weights on disk: "f32" | "f16" | "bf16" | "mixed"
+  std::string
+      weight_dtype;  // storage dtype of the weights on disk: "f32" | "f16" | "bf16" | "mixed"
   int64_t parameters = 0;
   int d_model = 0, n_layer = 0, vocab_size = 0, d_state = 0, headdim = 0, nheads = 0, ngroups = 0;
   int chunk_size = 0;
@@ -98,8 +99,8 @@ class Model {
   virtual std::string format_user_turn(std::string_view message, bool first_turn) const = 0;
 };
 
-// The model's state after everything fed so far. A Mamba state has a fixed size, so it is kept between
-// turns and a follow-up costs only its own tokens.
+// The model's state after everything fed so far. A Mamba state has a fixed size, so it is kept
+// between turns and a follow-up costs only its own tokens.
 class Session {
  public:
   explicit Session(std::shared_ptr<const Model> model);
@@ -110,8 +111,8 @@ class Session {
   // Feeds token ids (no template) and generates.
   Result<Generation> generate_from_ids(const std::vector<int32_t>& prompt_ids,
                                        const GenerateParams& params);
-  // Wraps `message` in the chat template (first or follow-up turn), feeds it and generates; the answer
-  // and its end-of-text become part of the conversation.
+  // Wraps `message` in the chat template (first or follow-up turn), feeds it and generates; the
+  // answer and its end-of-text become part of the conversation.
   Result<Generation> ask(std::string_view message, const GenerateParams& params);
 
   void cancel();  // any thread

@@ -15,7 +15,7 @@ enum class ErrorCode {
   kUnsupported,      // well-formed input the engine does not handle (dtype, model type, ...)
   kLimitExceeded,    // input larger than the configured limits (prompt length, image size, ...)
   kOutOfMemory,
-  kBackend,          // the compute backend failed or is unavailable
+  kBackend,  // the compute backend failed or is unavailable
   kCancelled,
   kIo,
 };
@@ -30,7 +30,7 @@ struct Error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit on purpose, like std::expected
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit on purpose, like std::expected
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }
@@ -65,14 +65,17 @@ class [[nodiscard]] Result<void> {
   bool ok_ = true;
 };
 
-inline Error make_error(ErrorCode code, std::string message) { return Error{code, std::move(message)}; }
+inline Error make_error(ErrorCode code, std::string message) {
+  return Error{code, std::move(message)};
+}
 
 }  // namespace mlmamba
 
-// Propagates an error from an expression of type Result<...>; used inside functions returning Result.
-#define MLM_TRY(expr)                             \
-  do {                                            \
-    auto&& mlm_try_r_ = (expr);                   \
+// Propagates an error from an expression of type Result<...>; used inside functions returning
+// Result.
+#define MLM_TRY(expr)                                \
+  do {                                               \
+    auto&& mlm_try_r_ = (expr);                      \
     if (!mlm_try_r_.ok()) return mlm_try_r_.error(); \
   } while (0)
 

@@ -10,12 +10,15 @@ Outputs (all in --out):
   flags_tokenizer.json, flags_cases.json     NFKC + add_prefix_space + added tokens with lstrip,
                                              rstrip, single_word and normalized set
   noregex_tokenizer.json, noregex_cases.json no normaliser, ByteLevel with use_regex=False
+  fuzz_cases.json                            {"main", "flags", "noregex"}: seeded random texts
+                                             (and random id lists for decoding) for all three
 
 Everything is deterministic: the corpus is embedded and the trainer breaks ties by pair order.
 """
 import argparse
 import json
 import os
+import random
 import sys
 
 from tokenizers import (AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers,
@@ -320,6 +323,58 @@ def make_noregex(base):
     return tok, encode_cases(tok, texts)
 
 
+# Code point pools for random texts: every class the split pattern and the added-token rules
+# distinguish, with whitespace and marks over-represented because that is where rules differ.
+FUZZ_POOLS = [
+    (30, [chr(c) for c in range(0x20, 0x7F)]),
+    (12, list(" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029"
+              "\u202f\u205f\u3000\u180e\u200b\ufeff")),
+    (8, [" " * n for n in range(2, 12)]),
+    (6, ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "''", "'"]),
+    (6, [chr(c) for c in range(0x300, 0x370)] + ["\u0e31", "\u093f", "\u20dd", "\ufe0f", "\u200d"]),
+    (6, [chr(c) for c in range(0xA1, 0x180)]),
+    (4, [chr(c) for c in range(0x391, 0x3CA)] + [chr(c) for c in range(0x410, 0x450)]),
+    (4, [chr(c) for c in range(0x4E00, 0x4E40)] + [chr(c) for c in range(0xAC00, 0xAC20)]
+     + [chr(c) for c in range(0x1100, 0x1112)] + [chr(c) for c in range(0x1161, 0x1170)]),
+    (3, [chr(c) for c in range(0x600, 0x670)] + [chr(c) for c in range(0x905, 0x940)]
+     + [chr(c) for c in range(0xE01, 0xE3A)]),
+    (3, [chr(c) for c in range(0x660, 0x66A)] + [chr(c) for c in range(0xFF10, 0xFF1A)]
+     + [chr(c) for c in range(0x2160, 0x2183)] + [chr(c) for c in range(0x2460, 0x2474)]
+     + list("\xb2\xb3\xb9\xbc\xbd\xbe\u2070\u2074")),
+    (3, list("\u01c5\u01c8\u1f88\u02b0\u02b2\u3005\u30fc\uff21\uff41\ufb01\ufb02\u2126\u212b")),
+    (4, ["\U0001F600", "\U0001F44D\U0001F3FD", "\U0001F468\u200d\U0001F469",
+         "\U0001F1FA\U0001F1F8", "\U0001F3F3\ufe0f\u200d\U0001F308", "1\ufe0f\u20e3",
+         "\U0001D573", "\ue000", "\U00010000"]),
+    (5, ["<|endoftext|>", "<|padding|>", "<|endo", "ftext|>", "<|", "|>", "<|user|>",
+         "<|assistant|>", "<mask>", "<SEP>", "[R]", "[LR]", "qq", "\ufb01x", "\u216b", "ABC",
+         "\uff21\uff22\uff23"]),
+    (6, ["the", "The", "Hello", "world", "caf\u00e9", "cafe\u0301", "123", "4567890", "red",
+         "is", "a", "Mamba", "_x", "x_"]),
+]
+
+
+def random_text(rng):
+    weights = [w for w, _ in FUZZ_POOLS]
+    n = rng.randint(0, 24)
+    parts = []
+    for _ in range(n):
+        pool = rng.choices(FUZZ_POOLS, weights=weights)[0][1]
+        parts.append(rng.choice(pool))
+    return "".join(parts)
+
+
+def fuzz_cases(tok, rng, n_texts, n_id_lists):
+    texts = [random_text(rng) for _ in range(n_texts)]
+    cases = [{"text": c["text"], "ids": c["ids"], "decoded": c["decoded"]}
+             for c in encode_cases(tok, texts)]
+    size = tok.get_vocab_size(with_added_tokens=True)
+    for _ in range(n_id_lists):
+        ids = [rng.randrange(size) for _ in range(rng.randint(0, 12))]
+        cases.append({"text": None, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False),
+                      "decode_only": True})
+    return cases
+
+
 def write(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)
@@ -344,6 +399,7 @@ def main():
     write(os.path.join(args.out, "cases.json"), cases)
     print("cases", len(cases))
 
+    fuzz = {"main": fuzz_cases(base, random.Random(2024), 3000, 500)}
     # The variants exercise options the NeoX file does not use; a failure there must not cost the
     # main fixture.
     for name, maker in (("flags", make_flags), ("noregex", make_noregex)):
@@ -352,8 +408,14 @@ def main():
             tok.save(os.path.join(args.out, name + "_tokenizer.json"), pretty=True)
             write(os.path.join(args.out, name + "_cases.json"), vcases)
             print(name, "cases", len(vcases))
+            fuzz[name] = fuzz_cases(tok, random.Random(len(name)), 1500, 100)
         except Exception as e:  # noqa: BLE001
             print(name, "variant failed:", repr(e), file=sys.stderr)
+
+    with open(os.path.join(args.out, "fuzz_cases.json"), "w", encoding="utf-8") as f:
+        json.dump(fuzz, f, ensure_ascii=False)
+        f.write("\n")
+    print("fuzz cases", {k: len(v) for k, v in fuzz.items()})
 
     for c in cases[:12]:
         print(repr(c["text"]), c["tokens"] if "tokens" in c else c["ids"])

@@ -834,7 +834,10 @@ Result<std::unique_ptr<Tokenizer::Impl>> Tokenizer::Impl::parse(std::string_view
         token.content = t["content"].get<std::string>();
         if (token.content.empty()) continue;
         if (!is_valid_utf8(token.content)) return corrupt(source, "added token is not UTF-8");
-        if (t.contains("id")) MLM_TRY(check_id(t["id"], token.content));
+        // The file's id is only checked for sanity: the library assigns its own (see above).
+        if (t.contains("id") && (!t["id"].is_number_integer() || t["id"].get<int64_t>() < 0)) {
+          return corrupt(source, "added token '" + token.content + "' has a bad id");
+        }
         token.special = bool_field(t, "special", false);
         token.single_word = bool_field(t, "single_word", false);
         token.lstrip = bool_field(t, "lstrip", false);

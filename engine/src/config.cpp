@@ -82,6 +82,16 @@ class Fields {
 
 constexpr int kMaxDim = 1 << 20;
 
+// Infinity as Python's json writes it (a bare Infinity is not JSON, so writers use a string, null
+// or transformers' {"__float__": "Infinity"}).
+bool is_infinity(const json& v) {
+  if (v.is_null()) return true;
+  if (v.is_number()) return v.get<double>() >= 1e30;
+  if (v.is_string()) return v.get<std::string>() == "Infinity" || v.get<std::string>() == "inf";
+  if (v.is_object() && v.contains("__float__")) return is_infinity(v["__float__"]);
+  return false;
+}
+
 Result<ModelConfig> parse_package(const json& root, const std::string& origin) {
   ModelConfig c;
   c.format = ModelFormat::kPackage;
@@ -176,18 +186,17 @@ Result<ModelConfig> parse_transformers(const json& root, const std::string& orig
     return make_error(ErrorCode::kUnsupported,
                       origin + ": rms_norm false (ungated output) is not supported");
   }
-  if (root.contains("time_step_limit") && root["time_step_limit"].is_array()) {
+  if (root.contains("time_step_limit") && !root["time_step_limit"].is_null()) {
     const json& lim = root["time_step_limit"];
-    const bool unlimited =
-        lim.size() == 2 && lim[0].is_number() && lim[0].get<double>() <= 0 &&
-        (lim[1].is_null() || (lim[1].is_number() && lim[1].get<double>() >= 1e30) ||
-         (lim[1].is_string()));
-    if (!unlimited) {
+    if (!lim.is_array() || lim.size() != 2 || !lim[0].is_number() || lim[0].get<double>() > 0 ||
+        !is_infinity(lim[1])) {
       return make_error(ErrorCode::kUnsupported,
                         origin + ": a dt clamp (time_step_limit) is not supported");
     }
   }
-  m.norm_group_size = m.d_inner / m.ngroups;
+  // transformers' gated RMSNorm normalises across the whole inner width whatever n_groups is (its
+  // MambaRMSNormGated has no groups; checked on 5.17), unlike mamba_ssm's per-group norm.
+  m.norm_group_size = m.d_inner;
   m.norm_eps = l.norm_eps;
   l.max_sequence_length = kDefaultMaxSequenceLength;
   if (root.contains("eos_token_id") && root["eos_token_id"].is_number_integer()) {

@@ -355,6 +355,10 @@ TEST_F(SafetensorsTest, ShardedFolderViaIndex) {
   EXPECT_EQ(to_f32(*store->find("b")), std::vector<float>{2});
   EXPECT_EQ(to_f32(*store->find("c")), std::vector<float>{-4});
   EXPECT_EQ(store->metadata().at("shard"), "1");
+
+  auto via_index = WeightStore::open(dir_ / "m" / "model.safetensors.index.json");
+  ASSERT_TRUE(via_index.ok()) << via_index.error().message;
+  EXPECT_EQ(via_index->names(), store->names());
 }
 
 TEST_F(SafetensorsTest, MissingShardIsNotFound) {
@@ -620,6 +624,14 @@ TEST_F(SafetensorsTest, DamagedFilesNeverCrash) {
   EXPECT_GT(opened, 0);
   EXPECT_GT(rejected, 0);
   std::printf("[ fuzz     ] %d damaged variants opened, %d rejected\n", opened, rejected);
+}
+
+TEST_F(SafetensorsTest, DeeplyNestedHeaderIsRejectedWithoutOverflowingTheStack) {
+  const size_t depth = 200000;
+  const std::string h = "{\"w\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
+  EXPECT_ERROR(open_error(raw_file(h, "")), ErrorCode::kCorruptFile, "'w'");
+  const std::string unclosed = "{\"w\":" + std::string(depth, '[');
+  EXPECT_ERROR(open_error(raw_file(unclosed, "")), ErrorCode::kCorruptFile, "JSON");
 }
 
 // Prints conversion throughput; informational only, never asserted (machines differ).

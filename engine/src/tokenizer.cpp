@@ -14,11 +14,9 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
-#include <limits>
 #include <mutex>
 #include <queue>
 #include <shared_mutex>
-#include <sstream>
 #include <unordered_map>
 #include <utility>
 
@@ -350,8 +348,6 @@ class AddedTokenMatcher {
     });
     any_ = true;
   }
-
-  bool empty() const { return !any_; }
 
   // Appends the split of `s` to `out` exactly as the library's AddedVocabulary::find_matches does,
   // including how single_word rejects a match (the text it covered stays unmatched) and how

@@ -1,0 +1,152 @@
+// mlmamba-cli as scripts use it: stdout JSON, exit codes, error messages on stderr.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+using nlohmann::json;
+
+struct CliRun {
+  int code = -1;
+  std::string out;  // stdout; stderr goes to the test log
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+CliRun cli(const std::vector<std::string>& args) {
+  std::string cmd = quote(MLMAMBA_CLI);
+  for (const auto& a : args) cmd += " " + quote(a);
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const std::string kFixtures = MLMAMBA_FIXTURES;
+
+json expected(const std::string& folder) {
+  std::ifstream in(kFixtures + "/" + folder + "/expected.json");
+  return json::parse(in);
+}
+
+TEST(Cli, GenerateRawJsonEqualsTransformersGreedy) {
+  for (const char* folder : {"mamba2_tiny_g1", "mamba2_tiny_g2"}) {
+    for (const auto& pr : expected(folder)["prompts"]) {
+      if (pr["text"].is_null()) continue;
+      const auto want = pr["greedy_ids"].get<std::vector<int>>();
+      CliRun r = cli({"generate", "--model", kFixtures + "/" + folder, "--prompt",
+                      pr["text"].get<std::string>(), "--raw", "--json", "--ignore-eos",
+                      "--max-tokens", std::to_string(want.size())});
+      ASSERT_EQ(r.code, 0) << r.out;
+      const json j = json::parse(r.out);  // exactly one JSON object on stdout
+      EXPECT_EQ(j["prompt_ids"].get<std::vector<int>>(), pr["ids"].get<std::vector<int>>());
+      EXPECT_EQ(j["generated_ids"].get<std::vector<int>>(), want) << folder << " " << pr["name"];
+      EXPECT_EQ(j["stop"], "max_tokens");
+      for (const char* k : {"prefill_tokens", "prefill_ms", "time_to_first_token_ms",
+                            "decode_tokens_per_s", "peak_memory_bytes"})
+        EXPECT_TRUE(j["stats"].contains(k)) << k;
+    }
+  }
+}
+
+TEST(Cli, StreamsTextWithoutJson) {
+  CliRun r = cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "hello",
+                  "--max-tokens", "5", "--ignore-eos"});
+  ASSERT_EQ(r.code, 0);
+  EXPECT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out.back(), '\n');
+}
+
+TEST(Cli, SamplingIsReproducibleWithASeed) {
+  const std::vector<std::string> args = {"generate",
+                                         "--model",
+                                         kFixtures + "/mamba2_tiny_g1",
+                                         "--prompt",
+                                         "hello",
+                                         "--json",
+                                         "--ignore-eos",
+                                         "--max-tokens",
+                                         "16",
+                                         "--temperature",
+                                         "1.0",
+                                         "--top-k",
+                                         "50",
+                                         "--top-p",
+                                         "0.9",
+                                         "--seed",
+                                         "3"};
+  CliRun a = cli(args), b = cli(args);
+  ASSERT_EQ(a.code, 0);
+  EXPECT_EQ(json::parse(a.out)["generated_ids"], json::parse(b.out)["generated_ids"]);
+}
+
+TEST(Cli, TokenizeAndInfo) {
+  CliRun r = cli(
+      {"tokenize", "--model", kFixtures + "/mamba2_tiny_g1", "--text", "Hello world", "--json"});
+  ASSERT_EQ(r.code, 0);
+  const json j = json::parse(r.out);
+  EXPECT_FALSE(j["ids"].empty());
+  EXPECT_EQ(j["decoded"], "Hello world");
+  CliRun i = cli({"info", "--model", kFixtures + "/mamba2_tiny_g2", "--json"});
+  ASSERT_EQ(i.code, 0);
+  const json k = json::parse(i.out);
+  EXPECT_EQ(k["ngroups"], 2);
+  EXPECT_EQ(k["format"], "transformers-mamba2");
+  EXPECT_EQ(k["n_layer"], 3);
+}
+
+TEST(Cli, BenchPrintsRates) {
+  CliRun r = cli({"bench", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt-tokens", "40",
+                  "--gen-tokens", "8", "--repeat", "1"});
+  ASSERT_EQ(r.code, 0);
+  const json j = json::parse(r.out);
+  EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0);
+}
+
+TEST(Cli, ExitCodesScriptsCanRelyOn) {
+  EXPECT_EQ(cli({}).code, 2);
+  EXPECT_EQ(cli({"frobnicate"}).code, 2);
+  EXPECT_EQ(cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1"}).code, 2);  // no prompt
+  EXPECT_EQ(
+      cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "x", "--top-p", "7"})
+          .code,
+      2);
+  EXPECT_EQ(
+      cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "x", "--bogus"}).code,
+      2);
+  EXPECT_EQ(cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "x", "--device",
+                 "tpu"})
+                .code,
+            2);
+  CliRun missing = cli({"generate", "--model", "/no/such/model", "--prompt", "x", "--json"});
+  EXPECT_EQ(missing.code, 3);
+  EXPECT_TRUE(json::parse(missing.out).contains("error"));
+  EXPECT_EQ(cli({"info", "--model", kFixtures + "/tokenizer"}).code,
+            3);  // a folder without a model
+  // Without a usable GPU, asking for one is its own exit code; with one, it just works.
+  const int cuda = cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "x",
+                        "--raw", "--device", "cuda", "--max-tokens", "1"})
+                       .code;
+  EXPECT_TRUE(cuda == 5 || cuda == 0) << cuda;
+  CliRun v = cli({"--version"});
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("mlmamba-cli "), std::string::npos);
+}
+
+}  // namespace

@@ -241,7 +241,9 @@ TEST(Session, AutoDeviceReportsWhyItFellBack) {
   p.device = Device::kAuto;
   auto m = Model::load(p);
   ASSERT_TRUE(m.ok());
-  if ((*m)->info().device == "cpu") EXPECT_FALSE((*m)->info().fallback_reason.empty());
+  if ((*m)->info().device == "cpu") {
+    EXPECT_FALSE((*m)->info().fallback_reason.empty());
+  }
   EXPECT_TRUE(load_tiny()->info().fallback_reason.empty());  // cpu asked, cpu given
 }
 

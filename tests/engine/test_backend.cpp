@@ -1,0 +1,49 @@
+// Device choice: the CPU always, the CUDA module when built, and a reason whenever the GPU is not
+// used.
+#include "backend.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace mlmamba {
+namespace {
+
+TEST(Backend, CpuIsAlwaysThereWithoutAReason) {
+  auto c = choose_device(Device::kCpu);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->device, "cpu");
+  EXPECT_TRUE(c->fallback_reason.empty());
+}
+
+TEST(Backend, AutoNamesTheReasonWhenItFallsBack) {
+  auto c = choose_device(Device::kAuto);
+  ASSERT_TRUE(c.ok());
+  if (c->device == "cpu") {
+    EXPECT_FALSE(c->fallback_reason.empty());
+  }
+}
+
+TEST(Backend, TheBuiltCudaModuleLoads) {
+#ifdef MLMAMBA_WITH_CUDA
+  auto c = choose_device(Device::kAuto);
+  ASSERT_TRUE(c.ok());
+  // Loaded and asked: the reason is about devices, never about finding the module.
+  EXPECT_EQ(c->fallback_reason.find("could not be loaded"), std::string::npos)
+      << c->fallback_reason;
+  EXPECT_EQ(c->fallback_reason.find("another version"), std::string::npos) << c->fallback_reason;
+#else
+  GTEST_SKIP() << "built without the CUDA backend";
+#endif
+}
+
+TEST(CudaDevice, IsFoundByTheModule) {
+  auto c = choose_device(Device::kAuto);
+  ASSERT_TRUE(c.ok());
+  if (c->fallback_reason.find("found ") != 0)
+    GTEST_SKIP() << "skipped: no CUDA device (" << c->fallback_reason << ")";
+  EXPECT_NE(c->fallback_reason.find("NVIDIA"), std::string::npos) << c->fallback_reason;
+}
+
+}  // namespace
+}  // namespace mlmamba

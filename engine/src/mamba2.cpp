@@ -26,59 +26,59 @@ bool parallel_worth(int64_t work) {
   return work > 32768;
 }
 
-// Per-head chunked scan. The intra-chunk part uses the precomputed C.B^T of the head's group.
+// Per-head chunked scan (SSD). Each chunk is three small matrix products, run through BLAS:
+//   Y  = (G o decay o dt) X            intra-chunk, G = C B^T of the head's group (precomputed)
+//   Y += diag(exp cs) C S^T            what the carried state contributes
+//   S  = exp(cs_last) S + (w o X)^T B  the state handed to the next chunk
 void scan_head_chunked(const Mamba2Dims& d, int h, const ScanInputs& in, int T, const float* gram,
                        float A, float Dh, float* S, float* y, int y_stride) {
   const int P = d.headdim, N = d.d_state, Q = d.chunk_size;
-  const int heads_per_group = d.nheads / d.ngroups;
-  const int g = h / heads_per_group;
-  std::vector<float> cs(Q), decay_in(Q), acc(P);
+  const int g = h / (d.nheads / d.ngroups);
+  std::vector<float> cs(Q), M(static_cast<size_t>(Q) * Q), intra(static_cast<size_t>(Q) * P),
+      inter(static_cast<size_t>(Q) * P), xw(static_cast<size_t>(Q) * P);
   for (int c0 = 0, ci = 0; c0 < T; c0 += Q, ++ci) {
     const int L = std::min(Q, T - c0);
     const float* G = gram + (static_cast<size_t>(ci) * d.ngroups + g) * Q * Q;
+    const float* X = in.x + static_cast<size_t>(c0) * in.x_stride + static_cast<size_t>(h) * P;
+    const float* B = in.B + static_cast<size_t>(c0) * in.bc_stride + static_cast<size_t>(g) * N;
+    const float* C = in.C + static_cast<size_t>(c0) * in.bc_stride + static_cast<size_t>(g) * N;
+    const float* dt = in.dt + static_cast<size_t>(c0) * in.dt_stride + h;
     float run = 0;
     for (int l = 0; l < L; ++l) {
-      run += in.dt[static_cast<size_t>(c0 + l) * in.dt_stride + h] * A;
+      run += dt[static_cast<size_t>(l) * in.dt_stride] * A;
       cs[l] = run;
     }
+    // The decay is exp of a difference, never a ratio of exps: cs spans hundreds within a chunk
+    // and exp(-cs) alone would overflow.
     for (int l = 0; l < L; ++l) {
-      const size_t t = static_cast<size_t>(c0 + l);
-      const float* Cl = in.C + t * in.bc_stride + static_cast<size_t>(g) * N;
-      const float* xl = in.x + t * in.x_stride + static_cast<size_t>(h) * P;
-      float* __restrict yl = y + t * y_stride + static_cast<size_t>(h) * P;
-      // Inter-chunk: what the state carried in contributes, decayed to position l.
-      const float el = std::exp(cs[l]);
-      for (int p = 0; p < P; ++p) {
-        const float* __restrict Sp = S + static_cast<size_t>(p) * N;
-        float s = 0;
-        for (int n = 0; n < N; ++n) s += Sp[n] * Cl[n];
-        acc[p] = el * s + Dh * xl[p];
-      }
-      // Intra-chunk: (C_l . B_s) exp(cs_l - cs_s) dt_s x_s for s <= l.
+      float* Ml = M.data() + static_cast<size_t>(l) * L;
       const float* Gl = G + static_cast<size_t>(l) * Q;
       for (int s = 0; s <= l; ++s) {
-        const size_t ts = static_cast<size_t>(c0 + s);
-        const float coef = Gl[s] * std::exp(cs[l] - cs[s]) * in.dt[ts * in.dt_stride + h];
-        const float* __restrict xs = in.x + ts * in.x_stride + static_cast<size_t>(h) * P;
-        for (int p = 0; p < P; ++p) acc[p] += coef * xs[p];
+        Ml[s] = Gl[s] * std::exp(cs[l] - cs[s]) * dt[static_cast<size_t>(s) * in.dt_stride];
       }
-      std::memcpy(yl, acc.data(), sizeof(float) * P);
+      std::fill(Ml + l + 1, Ml + L, 0.0f);
     }
-    // Chunk state: S = exp(cs_last) S + sum_s exp(cs_last - cs_s) dt_s x_s (outer) B_s.
+    cpu::gemm(false, false, L, P, L, 1.0f, M.data(), L, X, in.x_stride, 0.0f, intra.data(), P);
+    cpu::gemm(false, true, L, P, N, 1.0f, C, in.bc_stride, S, N, 0.0f, inter.data(), P);
+    for (int l = 0; l < L; ++l) {
+      const float el = std::exp(cs[l]);
+      const float* xl = X + static_cast<size_t>(l) * in.x_stride;
+      float* __restrict yl =
+          y + static_cast<size_t>(c0 + l) * y_stride + static_cast<size_t>(h) * P;
+      const float* il = intra.data() + static_cast<size_t>(l) * P;
+      const float* el_row = inter.data() + static_cast<size_t>(l) * P;
+      for (int p = 0; p < P; ++p) yl[p] = il[p] + el * el_row[p] + Dh * xl[p];
+    }
     const float last = cs[L - 1];
+    for (int s = 0; s < L; ++s) {
+      const float w = std::exp(last - cs[s]) * dt[static_cast<size_t>(s) * in.dt_stride];
+      const float* xs = X + static_cast<size_t>(s) * in.x_stride;
+      float* xws = xw.data() + static_cast<size_t>(s) * P;
+      for (int p = 0; p < P; ++p) xws[p] = w * xs[p];
+    }
     const float total = std::exp(last);
     for (size_t i = 0; i < static_cast<size_t>(P) * N; ++i) S[i] *= total;
-    for (int s = 0; s < L; ++s) {
-      const size_t ts = static_cast<size_t>(c0 + s);
-      const float w = std::exp(last - cs[s]) * in.dt[ts * in.dt_stride + h];
-      const float* __restrict xs = in.x + ts * in.x_stride + static_cast<size_t>(h) * P;
-      const float* __restrict Bs = in.B + ts * in.bc_stride + static_cast<size_t>(g) * N;
-      for (int p = 0; p < P; ++p) {
-        const float wx = w * xs[p];
-        float* __restrict Sp = S + static_cast<size_t>(p) * N;
-        for (int n = 0; n < N; ++n) Sp[n] += wx * Bs[n];
-      }
-    }
+    cpu::gemm(true, false, P, N, L, 1.0f, xw.data(), P, B, in.bc_stride, 1.0f, S, N);
   }
 }
 

@@ -1,5 +1,5 @@
-// Byte-level BPE tokenizer read from a Hugging Face tokenizer.json (the GPT-NeoX-20B / GPT-2 family).
-// Output equals the Hugging Face `tokenizers` library for that family of files.
+// Byte-level BPE tokenizer read from a Hugging Face tokenizer.json (the GPT-NeoX-20B / GPT-2
+// family). Output equals the Hugging Face `tokenizers` library for that family of files.
 #pragma once
 
 #include <cstdint>

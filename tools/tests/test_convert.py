@@ -491,11 +491,67 @@ def test_converter(tmp):
                        + ["--out", os.path.join(tmp, "cli")], capture_output=True, text=True)
     check(r.returncode == 0 and os.path.exists(os.path.join(tmp, "cli", "config.json")), f"CLI run: {r.stderr}")
 
+    # --dino-timm/--siglip-timm against a stand-in for timm (the real one is not needed, nor is any of
+    # its models small enough): the weights must load strictly, heads come from the model.
+    with fake_timm({"toy_dino": (dino, DINO["heads"]), "toy_siglip": (sig, SIG["heads"])}):
+        outt = os.path.join(tmp, "pkg_timm")
+        rc, err, _ = run_convert([x if x != str(DINO["heads"]) else "7" for x in base]
+                                 + ["--out", outt, "--dino-timm", "toy_dino", "--siglip-timm", "toy_siglip"])
+        check(rc == 0, f"conversion with timm names failed: {err}")
+        if rc == 0:
+            pkt, _ = read_package(outt)
+            with open(os.path.join(outt, "config.json")) as f:
+                enc = json.load(f)["vision_backbone"]["encoders"]
+            check(enc[0]["heads"] == DINO["heads"], "heads must come from the timm model, not the option")
+            check(set(pkt) == set(pk) and all(np.array_equal(pkt[k][2], pk[k][2]) for k in pk),
+                  "timm-checked conversion differs from the direct one")
+        rc, err, _ = run_convert([x if x != dino_path else bd for x in base]
+                                 + ["--out", os.path.join(tmp, "bt"), "--dino-timm", "toy_dino"])
+        check(rc != 0 and "does not load into timm toy_dino" in err and "blocks.1.attn.qkv.bias" in err,
+              f"weights that do not fit the timm model: {err}")
+    print("converter: timm-named models: strict load, heads from the model")
+
+
+@contextlib.contextmanager
+def fake_timm(models):
+    """Stands in for timm: create_model(name) gives an object with the parts the converter reads."""
+    import types
+
+    class Stub:
+        def __init__(self, state, heads):
+            self.want = {k: tuple(v.shape) for k, v in state.items()}
+            self.blocks = [types.SimpleNamespace(attn=types.SimpleNamespace(num_heads=heads),
+                                                 norm1=types.SimpleNamespace(eps=1e-6))]
+            self.no_embed_class, self.num_prefix_tokens, self.state = True, 5, None
+
+        def load_state_dict(self, sd, strict=True):
+            assert strict
+            missing = sorted(set(self.want) - set(sd))
+            if missing or set(sd) - set(self.want):
+                raise RuntimeError(f"Error(s) in loading state_dict: Missing key(s): {missing}")
+            self.state = dict(sd)
+
+        def state_dict(self):
+            return dict(self.state)
+
+    def create_model(name, pretrained=True):
+        assert pretrained is False, "the converter must never download"
+        return Stub(*models[name])
+    saved = {k: sys.modules.get(k) for k in ("timm", "timm.models", "timm.models.vision_transformer")}
+    timm = types.ModuleType("timm")
+    timm.create_model = create_model
+    vt = types.ModuleType("timm.models.vision_transformer")
+    vt.checkpoint_filter_fn = lambda sd, model: sd
+    sys.modules.update({"timm": timm, "timm.models": types.ModuleType("timm.models"),
+                        "timm.models.vision_transformer": vt})
     try:
-        import timm  # noqa: F401
-        print("converter: timm is installed, but no timm-named model is small enough to build here; skipped")
-    except ImportError:
-        print("converter: timm not installed; --dino-timm/--siglip-timm not exercised")
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
 
 
 class Evil:

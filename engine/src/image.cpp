@@ -151,9 +151,9 @@ Result<Header> probe_png(std::span<const uint8_t> bytes, const Bytes& b,
   return h;
 }
 
-// Walks the marker segments to the end of image. A JPEG cut short still decodes in libjpeg (the
-// missing part comes out grey, with a warning on stderr); a picture that is partly invented is
-// worse than a clear refusal, so a missing EOI marker is an error.
+// Walks the marker segments to the end of image. OpenCV 4.6 decodes a JPEG cut in half without a
+// word and returns a full-size picture whose missing part is invented (flat grey); a clear refusal
+// is better than answering questions about that, so a missing EOI marker is an error.
 Result<Header> probe_jpeg(const Bytes& b, const ImageLimits& limits) {
   Header h{Format::kJpeg};
   bool have_sof = false;
@@ -346,8 +346,13 @@ Result<RgbImage> decode(std::span<const uint8_t> bytes, const ImageLimits& limit
     const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U,
                       const_cast<uint8_t*>(bytes.data()));  // imdecode only reads it
     // IMREAD_COLOR: 8-bit BGR whatever the file holds (grey expanded, alpha stripped without
-    // compositing, 16-bit reduced to the high byte), and the EXIF orientation applied, which
-    // IMREAD_UNCHANGED would skip.
+    // compositing, 16-bit PNG reduced to the high byte as PIL does; 16-bit TIFF is rounded), and
+    // the EXIF orientation applied, which IMREAD_UNCHANGED would skip.
+    //
+    // Failures inside the decoders are reported on stderr by libpng, libjpeg and OpenCV 4.6 itself
+    // (std::cerr, so its log level does not reach them). The checks in probe() catch the usual
+    // causes first (truncation, PNG CRC damage), so those lines appear only for files damaged in
+    // ways only a full decode notices.
     decoded = cv::imdecode(buf, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
     return corrupt(std::string(format_name(header.format)) +

@@ -187,8 +187,8 @@ def main():
 
     # Grey + alpha.
     la = Image.fromarray(np.dstack([base[..., 0], alpha]), "LA")
-    la.save(os.path.join(out, "la_60x40.png"), optimize=True)
-    add_decode_case("la_60x40.png", True, "grey + alpha")
+    la.save(os.path.join(out, "la_120x80.png"), optimize=True)
+    add_decode_case("la_120x80.png", True, "grey + alpha")
 
     # Palette picture.
     pal = Image.fromarray(picture(50, 30, 10), "RGB").quantize(colors=16)

@@ -404,7 +404,8 @@ constexpr int kPrecisionBits = 32 - 8 - 2;
 constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
 
 // Keys' cubic with a = -0.5, written in the same operation order as PIL so that the double
-// coefficients (and hence their fixed-point roundings) come out bit for bit the same.
+// coefficients (and hence their fixed-point roundings) come out bit for bit the same. That also
+// needs the multiply-adds left unfused, which GCC guarantees in ISO mode (-std=c++20).
 double bicubic(double x) {
   constexpr double a = -0.5;
   if (x < 0.0) x = -x;

@@ -142,7 +142,7 @@ RefTaps ref_taps(int in, int out) {
     std::vector<double> w;
     double sum = 0;
     for (int x = lo; x < hi; ++x) {
-      double d = std::abs((x - center + 0.5) / fs_);
+      double d = std::abs((x - center + 0.5) * (1.0 / fs_));
       double v = d < 1   ? (1.5 * d - 2.5) * d * d + 1
                  : d < 2 ? (((d - 5) * d + 8) * d - 4) * -0.5
                          : 0;
@@ -428,6 +428,32 @@ TEST(ImageDecode, FormatsRoundTrip) {
       EXPECT_LE(d.mean, 8.0) << c.ext;
     }
   }
+}
+
+TEST(ImageDecode, CompleteFilesWithExtrasAreNotMistakenForBrokenOnes) {
+  const RgbImage im = synthetic(40, 30, 12);
+  const cv::Mat bgr = to_bgr(im);
+  // Bytes after the end marker (some cameras and tools append data) are ignored by decoders.
+  for (const std::string ext : {".jpg", ".png"}) {
+    std::vector<uint8_t> b = encode(ext, bgr);
+    const auto plain = decode_image_bytes(b);
+    ASSERT_TRUE(plain.ok()) << ext << ": " << plain.error().message;
+    b.insert(b.end(), 100, 0xff);
+    b.push_back(0x00);
+    auto r = decode_image_bytes(b);
+    ASSERT_TRUE(r.ok()) << ext << ": " << r.error().message;
+    EXPECT_EQ(r->pixels, plain->pixels) << ext;
+  }
+  // A JPEG comment holding an end-of-image marker's bytes, skipped by its length.
+  std::vector<uint8_t> jpg = encode(".jpg", bgr);
+  const std::vector<uint8_t> com = {0xff, 0xfe, 0x00, 0x06, 0xff, 0xd9, 0xff, 0xd9};
+  jpg.insert(jpg.begin() + 2, com.begin(), com.end());
+  auto r = decode_image_bytes(jpg);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_LE(diff(*r, im).mean, 8.0);
+  // Cut inside the scan, the same file is refused even though the comment held "FF D9".
+  jpg.resize(jpg.size() - 100);
+  EXPECT_FALSE(decode_image_bytes(jpg).ok());
 }
 
 TEST(ImageDecode, GreyAlphaAndSixteenBit) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ enum Exit {
 constexpr const char* kUsageText = R"(usage: mlmamba-cli <command> [options]
 
 commands:
-  generate   answer a prompt, streaming the answer to stdout
+  generate   answer a prompt (about a picture with --image), streaming the answer
+  chat       interactive conversation: /image PATH attaches a picture, /reset, /stats, /quit
   tokenize   show the token ids of a text
   info       describe a model
   bench      time prefill and decode (JSON)
@@ -44,12 +46,14 @@ common options:
 
 generate:
   --prompt TEXT            the question or text
+  --image FILE             a picture to ask about (PNG, JPEG, BMP, WebP, TIFF)
   --raw                    tokenise TEXT exactly as given (no chat template)
-  --max-tokens N           new tokens at most (default: the model's, 512 for the released model)
+  --max-tokens N           new tokens at most (default: the model's own; 512 for the released one)
   --ignore-eos             do not stop at end-of-text
   --temperature T          0 = greedy (default)
   --top-k K  --top-p P  --repetition-penalty R  --seed S
 
+chat:      --image FILE (for the first question), the sampling options of generate
 tokenize:  --text TEXT
 bench:     --prompt-tokens N (default 512)  --gen-tokens N (default 128)  --repeat N (default 3)
 )";
@@ -159,56 +163,57 @@ std::set<std::string> with_common(std::set<std::string> s) {
   return s;
 }
 
+const std::set<std::string> kSamplingOptions = {"max-tokens", "temperature",        "top-k",
+                                                "top-p",      "repetition-penalty", "seed"};
+
+// Sampling flags into params; the answer length defaults to the model's own.
+mlmamba::Result<mlmamba::GenerateParams> generate_params(const mlmamba::cli::Options& o,
+                                                         const mlmamba::ModelInfo& info) {
+  mlmamba::GenerateParams gp;
+  MLM_ASSIGN_OR_RETURN(gp.max_new_tokens,
+                       o.integer("max-tokens", info.default_max_new_tokens, 0, 1 << 20));
+  MLM_ASSIGN_OR_RETURN(const double temperature, o.number("temperature", 0.0, 0.0, 100.0));
+  MLM_ASSIGN_OR_RETURN(gp.sampling.top_k, o.integer("top-k", 0, 0, 1 << 24));
+  MLM_ASSIGN_OR_RETURN(const double top_p, o.number("top-p", 1.0, 1e-6, 1.0));
+  MLM_ASSIGN_OR_RETURN(const double rep, o.number("repetition-penalty", 1.0, 1e-3, 1e3));
+  MLM_ASSIGN_OR_RETURN(gp.sampling.seed, o.u64("seed", 0));
+  gp.sampling.temperature = static_cast<float>(temperature);
+  gp.sampling.top_p = static_cast<float>(top_p);
+  gp.sampling.repetition_penalty = static_cast<float>(rep);
+  gp.ignore_eos = o.has("ignore-eos");
+  return gp;
+}
+
+void stream_to_stdout(const mlmamba::Token& t) {
+  std::fwrite(t.text.data(), 1, t.text.size(), stdout);
+  std::fflush(stdout);
+}
+
 int cmd_generate(const std::vector<std::string>& args) {
-  auto opts =
-      mlmamba::cli::Options::parse(args,
-                                   with_common({"prompt", "max-tokens", "temperature", "top-k",
-                                                "top-p", "repetition-penalty", "seed"}),
-                                   {"raw", "json", "ignore-eos"});
-  const bool as_json = opts.ok() && opts->has("json");
+  std::set<std::string> valued = with_common(kSamplingOptions);
+  valued.insert({"prompt", "image"});
+  auto opts = mlmamba::cli::Options::parse(args, valued, {"raw", "json", "ignore-eos"});
   if (!opts.ok()) return fail(kUsage, opts.error().message, false);
   const auto& o = *opts;
+  const bool as_json = o.has("json");
   if (!o.has("prompt")) return fail(kUsage, "--prompt TEXT is required", as_json);
-
-  mlmamba::GenerateParams gp;
-  auto max_tokens = o.integer("max-tokens", 512, 0, 1 << 20);
-  auto temperature = o.number("temperature", 0.0, 0.0, 100.0);
-  auto top_k = o.integer("top-k", 0, 0, 1 << 24);
-  auto top_p = o.number("top-p", 1.0, 1e-6, 1.0);
-  auto rep = o.number("repetition-penalty", 1.0, 1e-3, 1e3);
-  auto seed = o.u64("seed", 0);
-  for (const mlmamba::Error* e :
-       {max_tokens.ok() ? nullptr : &max_tokens.error(),
-        temperature.ok() ? nullptr : &temperature.error(), top_k.ok() ? nullptr : &top_k.error(),
-        top_p.ok() ? nullptr : &top_p.error(), rep.ok() ? nullptr : &rep.error(),
-        seed.ok() ? nullptr : &seed.error()}) {
-    if (e) return fail(kUsage, e->message, as_json);
-  }
-  gp.max_new_tokens = *max_tokens;
-  gp.ignore_eos = o.has("ignore-eos");
-  gp.sampling.temperature = static_cast<float>(*temperature);
-  gp.sampling.top_k = *top_k;
-  gp.sampling.top_p = static_cast<float>(*top_p);
-  gp.sampling.repetition_penalty = static_cast<float>(*rep);
-  gp.sampling.seed = *seed;
 
   Loaded l = load_model(o, as_json);
   if (!l.model) return l.exit;
+  auto gp = generate_params(o, l.model->info());
+  if (!gp.ok()) return fail(kUsage, gp.error().message, as_json);
   const std::string prompt = o.str("prompt");
   const bool raw = o.has("raw");
   auto ids = l.model->tokenize(raw ? prompt : l.model->format_user_turn(prompt, true));
   if (!ids.ok()) return fail(kInput, ids.error().message, as_json);
+  std::optional<mlmamba::ImageInput> image;
+  if (o.has("image")) image = mlmamba::ImageInput::from_file(o.str("image"));
+  if (!as_json) gp->on_token = stream_to_stdout;
 
-  if (!as_json) {
-    gp.on_token = [](const mlmamba::Token& t) {
-      std::fwrite(t.text.data(), 1, t.text.size(), stdout);
-      std::fflush(stdout);
-    };
-  }
   mlmamba::Session session(l.model);
   g_session.store(&session);
   std::signal(SIGINT, on_sigint);
-  auto gen = session.generate_from_ids(*ids, gp);
+  auto gen = session.generate_from_ids(*ids, *gp, image ? &*image : nullptr);
   g_session.store(nullptr);
   if (!gen.ok()) return fail(exit_for(gen.error()), gen.error().message, as_json);
 
@@ -227,6 +232,84 @@ int cmd_generate(const std::vector<std::string>& args) {
     std::cout << std::endl;
   }
   return gen->stop == mlmamba::StopReason::kCancelled ? kInterrupted : kOk;
+}
+
+void print_stats(const mlmamba::Stats& s) {
+  std::cout << "image " << s.image_encode_ms << " ms (" << s.image_rows << " rows), prompt "
+            << s.prefill_tokens << " rows in " << s.prefill_ms << " ms, first token after "
+            << s.time_to_first_token_ms << " ms, " << s.generated_tokens << " tokens at "
+            << s.decode_tokens_per_s << " tokens/s, peak memory " << s.peak_memory_bytes / (1 << 20)
+            << " MiB" << std::endl;
+}
+
+// An interactive conversation. The session keeps the model's state between turns, so each
+// follow-up costs only its own tokens. Ctrl+C stops the answer being written, not the program.
+int cmd_chat(const std::vector<std::string>& args) {
+  std::set<std::string> valued = with_common(kSamplingOptions);
+  valued.insert("image");
+  auto opts = mlmamba::cli::Options::parse(args, valued, {"ignore-eos"});
+  if (!opts.ok()) return fail(kUsage, opts.error().message, false);
+  Loaded l = load_model(*opts, false);
+  if (!l.model) return l.exit;
+  auto gp = generate_params(*opts, l.model->info());
+  if (!gp.ok()) return fail(kUsage, gp.error().message, false);
+  gp->on_token = stream_to_stdout;
+  const auto& info = l.model->info();
+  std::cerr << "mlmamba-cli chat: " << info.name << " on " << info.device
+            << (info.has_vision ? "; /image PATH attaches a picture" : "")
+            << ", /reset, /stats, /quit" << std::endl;
+
+  mlmamba::Session session(l.model);
+  std::optional<mlmamba::ImageInput> image;
+  if (opts->has("image")) image = mlmamba::ImageInput::from_file(opts->str("image"));
+  mlmamba::Stats last{};
+  bool have_stats = false;
+  std::signal(SIGINT, on_sigint);
+  std::string line;
+  while (true) {
+    std::cout << "> " << std::flush;
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    if (line == "/quit" || line == "/exit") break;
+    if (line == "/reset") {
+      session.reset();
+      image.reset();
+      std::cout << "(new conversation)" << std::endl;
+      continue;
+    }
+    if (line == "/stats") {
+      if (have_stats) {
+        print_stats(last);
+      } else {
+        std::cout << "(no answer yet)" << std::endl;
+      }
+      continue;
+    }
+    if (line.rfind("/image", 0) == 0) {
+      const auto b = line.find_first_not_of(' ', 6);
+      if (b == std::string::npos) {
+        std::cout << "usage: /image PATH" << std::endl;
+        continue;
+      }
+      image = mlmamba::ImageInput::from_file(line.substr(b));
+      std::cout << "(picture attached to the next question)" << std::endl;
+      continue;
+    }
+    g_session.store(&session);
+    auto gen = session.ask(line, *gp, image ? &*image : nullptr);
+    g_session.store(nullptr);
+    if (!gen.ok()) {
+      std::cout << "error: " << gen.error().message << std::endl;
+      if (image) image.reset();  // a bad picture is not retried with every question
+      continue;
+    }
+    image.reset();
+    std::cout << std::endl;
+    last = gen->stats;
+    have_stats = true;
+  }
+  std::cout << std::endl;
+  return kOk;
 }
 
 int cmd_tokenize(const std::vector<std::string>& args) {
@@ -264,6 +347,53 @@ int cmd_info(const std::vector<std::string>& args) {
       std::cout << it.key() << ": " << it.value().dump() << "\n";
   }
   return kOk;
+}
+
+// A picture, a question, a follow-up: the follow-up's time to first token with the state kept,
+// against re-reading the whole conversation (picture included) as the released chat loop does.
+mlmamba::Result<json> bench_conversation(const std::shared_ptr<const mlmamba::Model>& model,
+                                         int repeat) {
+  const auto& info = model->info();
+  const int side = 640;
+  std::vector<uint8_t> px(static_cast<size_t>(side) * side * 3);
+  for (int y = 0; y < side; ++y)
+    for (int x = 0; x < side; ++x) {
+      uint8_t* p = &px[(static_cast<size_t>(y) * side + x) * 3];
+      p[0] = static_cast<uint8_t>(x * 255 / side);
+      p[1] = static_cast<uint8_t>(y * 255 / side);
+      p[2] = static_cast<uint8_t>((x / 80 + y / 80) % 2 ? 220 : 40);
+    }
+  const auto picture = mlmamba::ImageInput::from_rgb(side, side, px);
+  mlmamba::GenerateParams gp;
+  gp.max_new_tokens = 16;
+  gp.ignore_eos = true;
+  std::vector<double> encode, first, follow, rerun;
+  for (int r = 0; r < repeat; ++r) {
+    mlmamba::Session s(model);
+    MLM_ASSIGN_OR_RETURN(auto a, s.ask("Describe the image.", gp, &picture));
+    MLM_ASSIGN_OR_RETURN(auto b, s.ask("How many shapes are there?", gp));
+    // The same conversation fed from scratch: picture, first turn, reply, second turn.
+    std::string text = model->format_user_turn("Describe the image.", true) + a.text +
+                       "<|endoftext|>" +
+                       model->format_user_turn("How many shapes are there?", false);
+    MLM_ASSIGN_OR_RETURN(auto ids, model->tokenize(text));
+    mlmamba::Session fresh(model);
+    MLM_ASSIGN_OR_RETURN(auto c, fresh.generate_from_ids(ids, gp, &picture));
+    encode.push_back(a.stats.image_encode_ms);
+    first.push_back(a.stats.time_to_first_token_ms);
+    follow.push_back(b.stats.time_to_first_token_ms);
+    rerun.push_back(c.stats.time_to_first_token_ms);
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  return json{{"image_rows", info.image_rows},
+              {"image_encode_ms", median(encode)},
+              {"first_question_ttft_ms", median(first)},
+              {"follow_up_ttft_ms", median(follow)},
+              {"follow_up_rereading_everything_ttft_ms", median(rerun)},
+              {"follow_up_saving", median(rerun) / median(follow)}};
 }
 
 int cmd_bench(const std::vector<std::string>& args) {
@@ -316,6 +446,11 @@ int cmd_bench(const std::vector<std::string>& args) {
            {"decode_tokens_per_s", median(decode)},
            {"time_to_first_token_ms", median(ttft)},
            {"peak_memory_bytes", peak}};
+  if (info.has_vision) {
+    auto conv = bench_conversation(l.model, *repeat);
+    if (!conv.ok()) return fail(exit_for(conv.error()), conv.error().message, true);
+    out["conversation"] = *conv;
+  }
   std::cout << out.dump(2) << std::endl;
   return kOk;
 }
@@ -335,6 +470,7 @@ int main(int argc, char** argv) {
   const std::string cmd = args[0];
   args.erase(args.begin());
   if (cmd == "generate") return cmd_generate(args);
+  if (cmd == "chat") return cmd_chat(args);
   if (cmd == "tokenize") return cmd_tokenize(args);
   if (cmd == "info") return cmd_info(args);
   if (cmd == "bench") return cmd_bench(args);

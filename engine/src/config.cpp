@@ -56,6 +56,26 @@ class Fields {
     return *v;
   }
   bool has(const char* key) const { return obj_.contains(key) && !obj_[key].is_null(); }
+  // An array of exactly `n` numbers.
+  std::vector<float> numbers(const char* key, size_t n) {
+    const json* v = get(key);
+    std::vector<float> out;
+    if (!v) return out;
+    if (!v->is_array() || v->size() != n)
+      return fail(key, "must be an array of " + std::to_string(n) + " numbers"), out;
+    for (const auto& x : *v) {
+      if (!x.is_number()) return fail(key, "must hold numbers only"), std::vector<float>();
+      out.push_back(x.get<float>());
+    }
+    return out;
+  }
+  const json& array(const char* key) {
+    static const json kEmpty = json::array();
+    const json* v = get(key);
+    if (!v) return kEmpty;
+    if (!v->is_array()) return fail(key, "must be an array"), kEmpty;
+    return *v;
+  }
 
   Result<void> status() const {
     if (error_.empty()) return {};
@@ -92,6 +112,109 @@ bool is_infinity(const json& v) {
   return false;
 }
 
+// The mixer sizes shared by the language model and the connector sections of a package.
+void read_mixer(Fields& f, int d_model, Mamba2Dims* m) {
+  m->d_model = d_model;
+  m->d_state = f.integer("d_state", 1, 4096);
+  m->headdim = f.integer("headdim", 1, 4096);
+  m->ngroups = f.integer("ngroups", 1, 4096);
+  const int expand = f.integer("expand", 1, 64);
+  m->d_conv = f.integer("d_conv", 1, 64);
+  m->chunk_size = f.integer("chunk_size", 1, 65536);
+  m->norm_eps = f.number("norm_eps", 0, 1);
+  m->d_inner = expand * d_model;
+  m->nheads = m->headdim > 0 ? m->d_inner / m->headdim : 0;
+  // Per-group gated norm, as mamba_ssm (the released model's code) computes it.
+  m->norm_group_size = m->ngroups > 0 ? m->d_inner / m->ngroups : 0;
+}
+
+Result<VisionConfig> parse_vision(const json& root, const std::string& origin) {
+  VisionConfig v;
+  Fields top(root, origin);
+  const json& image = top.object("image");
+  const json& backbone = top.object("vision_backbone");
+  const json& mlp = top.object("mlp");
+  const json& msc = top.object("bidirectional_mamba");
+  const json& projector = top.object("projector");
+  MLM_TRY(top.status());
+  Fields fi(image, origin + ": image");
+  v.image_size = fi.integer("size", 8, 8192);
+  v.resize = fi.string("resize");
+  MLM_TRY(fi.status());
+  if (v.resize != "resize-naive" && v.resize != "letterbox" && v.resize != "resize-crop") {
+    return make_error(ErrorCode::kUnsupported,
+                      origin + ": image.resize \"" + v.resize + "\" is not known");
+  }
+  Fields fb(backbone, origin + ": vision_backbone");
+  const json& encoders = fb.array("encoders");
+  MLM_TRY(fb.status());
+  if (encoders.empty() || encoders.size() > 8) {
+    return make_error(ErrorCode::kCorruptFile,
+                      origin + ": vision_backbone.encoders must list 1 to 8 encoders");
+  }
+  for (size_t i = 0; i < encoders.size(); ++i) {
+    if (!encoders[i].is_object())
+      return make_error(ErrorCode::kCorruptFile, origin + ": encoders must be objects");
+    Fields fe(encoders[i], origin + ": vision_backbone.encoders[" + std::to_string(i) + "]");
+    VitConfig e;
+    e.name = fe.string("name");
+    e.patch_size = fe.integer("patch_size", 1, 1024);
+    e.dim = fe.integer("dim", 1, 1 << 16);
+    e.heads = fe.integer("heads", 1, 1024);
+    e.mlp_hidden = fe.integer("mlp_hidden", 1, 1 << 18);
+    e.class_token = fe.boolean("class_token");
+    e.register_tokens = fe.integer("register_tokens", 0, 1024);
+    e.layer_scale = fe.boolean("layer_scale");
+    e.feature_layer = fe.integer("feature_layer", 0, 1023);
+    e.norm_eps = fe.number("norm_eps", 0, 1);
+    const auto mean = fe.numbers("mean", 3), sd = fe.numbers("std", 3);
+    MLM_TRY(fe.status());
+    for (int c = 0; c < 3; ++c) {
+      e.mean[c] = mean[c];
+      e.std[c] = sd[c];
+      if (!(sd[c] > 0))
+        return make_error(ErrorCode::kCorruptFile,
+                          origin + ": encoder " + e.name + ": std must be > 0");
+    }
+    if (e.name.empty() || e.name.find_first_of("./") != std::string::npos) {
+      return make_error(ErrorCode::kCorruptFile, origin + ": encoder names must be plain words");
+    }
+    if (e.dim % e.heads != 0) {
+      return make_error(ErrorCode::kCorruptFile,
+                        origin + ": encoder " + e.name + ": dim is not a multiple of heads");
+    }
+    const int grid = v.image_size / e.patch_size;
+    if (grid < 1)
+      return make_error(ErrorCode::kCorruptFile,
+                        origin + ": encoder " + e.name + ": patch larger than the image");
+    if (v.grid != 0 && grid != v.grid) {
+      return make_error(ErrorCode::kCorruptFile,
+                        origin + ": every encoder must give the same patch grid (" +
+                            std::to_string(v.grid) + " vs " + std::to_string(grid) + ")");
+    }
+    v.grid = grid;
+    v.encoders.push_back(e);
+  }
+  Fields fm(mlp, origin + ": mlp");
+  v.mlp_out = fm.integer("out_dim", 1, 1 << 18);
+  MLM_TRY(fm.status());
+  Fields fc(msc, origin + ": bidirectional_mamba");
+  v.msc_layers = fc.integer("n_layer", 0, 64);
+  read_mixer(fc, v.mlp_out, &v.msc);
+  v.msc_layer_norm_eps = fc.number("layer_norm_eps", 0, 1);
+  MLM_TRY(fc.status());
+  Fields fp(projector, origin + ": projector");
+  v.projector_hidden = fp.integer("hidden_dim", 1, 1 << 18);
+  MLM_TRY(fp.status());
+  LlmConfig as_llm;  // reuse the mixer checks
+  as_llm.mixer = v.msc;
+  as_llm.n_layer = std::max(1, v.msc_layers);
+  as_llm.vocab_size = 1;
+  as_llm.norm_eps = v.msc.norm_eps;
+  MLM_TRY(validate(as_llm, origin + ": bidirectional_mamba"));
+  return v;
+}
+
 Result<ModelConfig> parse_package(const json& root, const std::string& origin) {
   ModelConfig c;
   c.format = ModelFormat::kPackage;
@@ -107,23 +230,13 @@ Result<ModelConfig> parse_package(const json& root, const std::string& origin) {
 
   Fields f(llm_obj, origin + ": llm_backbone");
   LlmConfig& l = c.llm;
-  Mamba2Dims& m = l.mixer;
-  m.d_model = f.integer("d_model", 1, kMaxDim);
+  const int d_model = f.integer("d_model", 1, kMaxDim);
   l.n_layer = f.integer("n_layer", 1, 4096);
   l.vocab_size = f.integer("vocab_size", 1, 1 << 24);
-  m.d_state = f.integer("d_state", 1, 4096);
-  m.headdim = f.integer("headdim", 1, 4096);
-  m.ngroups = f.integer("ngroups", 1, 4096);
-  const int expand = f.integer("expand", 1, 64);
-  m.d_conv = f.integer("d_conv", 1, 64);
-  m.chunk_size = f.integer("chunk_size", 1, 65536);
-  l.norm_eps = f.number("norm_eps", 0, 1);
+  read_mixer(f, d_model, &l.mixer);
   l.max_sequence_length = f.integer("max_sequence_length", 1, 1 << 24);
   MLM_TRY(f.status());
-  m.d_inner = expand * m.d_model;
-  m.nheads = m.headdim > 0 ? m.d_inner / m.headdim : 0;
-  m.norm_group_size = m.d_inner / m.ngroups;
-  m.norm_eps = l.norm_eps;
+  l.norm_eps = l.mixer.norm_eps;
 
   Fields t(tok_obj, origin + ": tokenizer");
   c.tokenizer_file = t.string("file");
@@ -142,6 +255,10 @@ Result<ModelConfig> parse_package(const json& root, const std::string& origin) {
   if (c.tokenizer_file.empty() || c.tokenizer_file.find("..") != std::string::npos) {
     return make_error(ErrorCode::kCorruptFile,
                       origin + ": tokenizer.file must name a file inside the package");
+  }
+  if (root.contains("vision_backbone")) {
+    MLM_ASSIGN_OR_RETURN(c.vision, parse_vision(root, origin));
+    c.has_vision = true;
   }
   c.llm_prefix = "llm_backbone.backbone.";
   c.embedding_key = c.llm_prefix + "embedding.weight";

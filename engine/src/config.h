@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "mlmamba/result.h"
 
@@ -36,6 +37,43 @@ struct LlmConfig {
   int max_sequence_length = 0;
 };
 
+// One ViT in timm's layout (docs/model-format.md, "encoders").
+struct VitConfig {
+  std::string name;  // tensor prefix under vision_backbone.
+  int patch_size = 0;
+  int dim = 0;
+  int heads = 0;
+  int mlp_hidden = 0;
+  bool class_token = false;
+  int register_tokens = 0;
+  bool layer_scale = false;
+  int feature_layer = 0;  // 0-based block whose output is the feature
+  float norm_eps = 1e-6f;
+  float mean[3] = {0, 0, 0};
+  float std[3] = {1, 1, 1};
+  int head_dim() const { return dim / heads; }
+  int prefix_tokens() const { return (class_token ? 1 : 0) + register_tokens; }
+};
+
+// The image half of a package: encoders, mlp, MSC connector, projector.
+struct VisionConfig {
+  int image_size = 0;
+  std::string resize;  // "resize-naive" | "letterbox" | "resize-crop"
+  std::vector<VitConfig> encoders;
+  int grid = 0;     // patches per side, the same for every encoder
+  int mlp_out = 0;  // width of the connector
+  int msc_layers = 0;
+  Mamba2Dims msc;  // mixer sizes of the connector, d_model = mlp_out
+  float msc_layer_norm_eps = 1e-5f;
+  int projector_hidden = 0;
+  int feature_dim() const {
+    int d = 0;
+    for (const auto& e : encoders) d += e.dim;
+    return d;
+  }
+  int rows() const { return grid * grid; }
+};
+
 enum class ModelFormat { kPackage, kTransformers, kMambaSsm };
 const char* model_format_name(ModelFormat format);
 
@@ -43,6 +81,8 @@ struct ModelConfig {
   ModelFormat format = ModelFormat::kPackage;
   std::string name;
   LlmConfig llm;
+  bool has_vision = false;
+  VisionConfig vision;
   // Where the language model's tensors live inside the weight files.
   std::string llm_prefix;     // e.g. "backbone." or "llm_backbone.backbone."
   std::string embedding_key;  // full name of the embedding matrix

@@ -69,4 +69,21 @@ void rmsnorm(const float* x, const float* weight, int n, float eps, float* y) {
   for (int i = 0; i < n; ++i) y[i] = x[i] * inv * weight[i];
 }
 
+void layernorm(const float* x, const float* weight, const float* bias, int n, float eps, float* y) {
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / n;
+  double var = 0;
+  for (int i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float inv = static_cast<float>(1.0 / std::sqrt(var / n + eps));
+  const float m = static_cast<float>(mean);
+  for (int i = 0; i < n; ++i) y[i] = (x[i] - m) * inv * weight[i] + (bias ? bias[i] : 0.0f);
+}
+
+void gelu(float* x, size_t n) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+}
+
 }  // namespace mlmamba::cpu

@@ -21,6 +21,12 @@ void rmsnorm(const float* x, const float* weight, int n, float eps, float* y);
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc);
 
+// y = (x - mean) / sqrt(var + eps) * weight + bias over `n` values (biased variance, as PyTorch).
+void layernorm(const float* x, const float* weight, const float* bias, int n, float eps, float* y);
+
+// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), in place over n values (PyTorch's nn.GELU default).
+void gelu(float* x, size_t n);
+
 inline float silu(float x) {
   return x / (1.0f + std::exp(-x));
 }

@@ -195,32 +195,35 @@ void gated_rmsnorm(const Mamba2Dims& d, const float* weight, const float* z, int
   }
 }
 
-void mixer_forward(const Mamba2Dims& d, const MixerWeights& w, const float* x, int T,
-                   MixerState* state, float* out, ScanForm form) {
+void mixer_inner(const Mamba2Dims& d, const ScanWeights& scan, const float* norm,
+                 const float* zxbcdt, int T, MixerState* state, float* y, ScanForm form) {
   const int W = d.d_in_proj(), CD = d.conv_dim();
-  std::vector<float> zxbcdt(static_cast<size_t>(T) * W);
-  cpu::linear(x, T, d.d_model, w.in_proj, w.in_proj_bias, W, zxbcdt.data());
-  const float* z = zxbcdt.data();
+  const float* z = zxbcdt;
   const float* xbc = z + d.d_inner;
   const float* dt_raw = xbc + CD;
-
   std::vector<float> conv_out(static_cast<size_t>(T) * CD);
-  conv1d_silu(d, w.scan, xbc, W, T, state->conv.data(), conv_out.data());
-
+  conv1d_silu(d, scan, xbc, W, T, state->conv.data(), conv_out.data());
   std::vector<float> dt(static_cast<size_t>(T) * d.nheads);
   for (int t = 0; t < T; ++t) {
     for (int h = 0; h < d.nheads; ++h) {
       dt[static_cast<size_t>(t) * d.nheads + h] =
-          cpu::softplus(dt_raw[static_cast<size_t>(t) * W + h] + w.scan.dt_bias[h]);
+          cpu::softplus(dt_raw[static_cast<size_t>(t) * W + h] + scan.dt_bias[h]);
     }
   }
-  std::vector<float> y(static_cast<size_t>(T) * d.d_inner);
   const int gn = d.ngroups * d.d_state;
   const ScanInputs in{
       conv_out.data(), CD,      conv_out.data() + d.d_inner, conv_out.data() + d.d_inner + gn, CD,
       dt.data(),       d.nheads};
-  ssd_scan(d, w.scan, in, T, state->ssm.data(), y.data(), form);
-  gated_rmsnorm(d, w.norm, z, W, T, y.data());
+  ssd_scan(d, scan, in, T, state->ssm.data(), y, form);
+  gated_rmsnorm(d, norm, z, W, T, y);
+}
+
+void mixer_forward(const Mamba2Dims& d, const MixerWeights& w, const float* x, int T,
+                   MixerState* state, float* out, ScanForm form) {
+  std::vector<float> zxbcdt(static_cast<size_t>(T) * d.d_in_proj());
+  cpu::linear(x, T, d.d_model, w.in_proj, w.in_proj_bias, d.d_in_proj(), zxbcdt.data());
+  std::vector<float> y(static_cast<size_t>(T) * d.d_inner);
+  mixer_inner(d, w.scan, w.norm, zxbcdt.data(), T, state, y.data(), form);
   cpu::linear(y.data(), T, d.d_inner, w.out_proj, w.out_proj_bias, d.d_model, out);
 }
 
@@ -259,20 +262,27 @@ const float* F32Weights::optional(const WeightStore& store, const std::string& n
   return *r;
 }
 
+Result<ScanWeights> load_scan(const WeightStore& store, const std::string& prefix,
+                              const std::string& suffix, const Mamba2Dims& d, F32Weights* arena) {
+  ScanWeights s;
+  const int64_t CD = d.conv_dim();
+  MLM_ASSIGN_OR_RETURN(s.conv_weight,
+                       arena->get(store, prefix + "conv1d" + suffix + ".weight", {CD, 1, d.d_conv}));
+  if (d.conv_bias) {
+    MLM_ASSIGN_OR_RETURN(s.conv_bias, arena->get(store, prefix + "conv1d" + suffix + ".bias", {CD}));
+  }
+  MLM_ASSIGN_OR_RETURN(s.dt_bias, arena->get(store, prefix + "dt_bias" + suffix, {d.nheads}));
+  MLM_ASSIGN_OR_RETURN(s.A_log, arena->get(store, prefix + "A_log" + suffix, {d.nheads}));
+  MLM_ASSIGN_OR_RETURN(s.D, arena->get(store, prefix + "D" + suffix, {d.nheads}));
+  return s;
+}
+
 Result<MixerWeights> load_mixer(const WeightStore& store, const std::string& prefix,
                                 const Mamba2Dims& d, F32Weights* arena) {
   MixerWeights w;
-  const int64_t CD = d.conv_dim();
   MLM_ASSIGN_OR_RETURN(w.in_proj,
                        arena->get(store, prefix + "in_proj.weight", {d.d_in_proj(), d.d_model}));
-  MLM_ASSIGN_OR_RETURN(w.scan.conv_weight,
-                       arena->get(store, prefix + "conv1d.weight", {CD, 1, d.d_conv}));
-  if (d.conv_bias) {
-    MLM_ASSIGN_OR_RETURN(w.scan.conv_bias, arena->get(store, prefix + "conv1d.bias", {CD}));
-  }
-  MLM_ASSIGN_OR_RETURN(w.scan.dt_bias, arena->get(store, prefix + "dt_bias", {d.nheads}));
-  MLM_ASSIGN_OR_RETURN(w.scan.A_log, arena->get(store, prefix + "A_log", {d.nheads}));
-  MLM_ASSIGN_OR_RETURN(w.scan.D, arena->get(store, prefix + "D", {d.nheads}));
+  MLM_ASSIGN_OR_RETURN(w.scan, load_scan(store, prefix, "", d, arena));
   MLM_ASSIGN_OR_RETURN(w.norm, arena->get(store, prefix + "norm.weight", {d.d_inner}));
   MLM_ASSIGN_OR_RETURN(w.out_proj,
                        arena->get(store, prefix + "out_proj.weight", {d.d_model, d.d_inner}));

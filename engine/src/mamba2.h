@@ -68,6 +68,12 @@ void ssd_scan(const Mamba2Dims& d, const ScanWeights& w, const ScanInputs& in, i
 void gated_rmsnorm(const Mamba2Dims& d, const float* weight, const float* z, int z_stride, int T,
                    float* y);
 
+// From the in_proj output [T, d_in_proj] ([z | xBC | dt] per row) to the gated-normed scan output
+// y [T, d_inner] of one direction. The MSC runs it twice, once per direction.
+void mixer_inner(const Mamba2Dims& d, const ScanWeights& scan, const float* norm,
+                 const float* zxbcdt, int T, MixerState* state, float* y,
+                 ScanForm form = ScanForm::kChunked);
+
 // One mixer over T tokens: x [T, d_model] -> out [T, d_model], continuing from `state`.
 void mixer_forward(const Mamba2Dims& d, const MixerWeights& w, const float* x, int T,
                    MixerState* state, float* out, ScanForm form = ScanForm::kChunked);
@@ -87,6 +93,10 @@ class F32Weights {
   int64_t parameters_ = 0;
 };
 
+// conv1d<suffix>.*, dt_bias<suffix>, A_log<suffix>, D<suffix> under `prefix` (suffix "_b": the
+// MSC's backward direction).
+Result<ScanWeights> load_scan(const WeightStore& store, const std::string& prefix,
+                              const std::string& suffix, const Mamba2Dims& d, F32Weights* arena);
 Result<MixerWeights> load_mixer(const WeightStore& store, const std::string& prefix,
                                 const Mamba2Dims& d, F32Weights* arena);
 

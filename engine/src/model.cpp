@@ -60,6 +60,14 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
     return make_error(lm.error().code, params.model_dir.string() + ": " + lm.error().message);
   }
   model->lm_ = std::move(lm).value();
+  if (c.has_vision) {
+    auto vision = VisionTower::load(model->weights_, c);
+    if (!vision.ok()) {
+      return make_error(vision.error().code,
+                        params.model_dir.string() + ": " + vision.error().message);
+    }
+    model->vision_ = std::move(vision).value();
+  }
   if (model->tokenizer_.vocab_size() > c.llm.vocab_size) {
     return make_error(ErrorCode::kCorruptFile, tok_path.string() + " has " +
                                                    std::to_string(model->tokenizer_.vocab_size()) +
@@ -76,7 +84,14 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
   for (const auto& n : model->weights_.names())
     dtypes.insert(dtype_name(model->weights_.find(n)->dtype));
   info.weight_dtype = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
-  info.parameters = model->lm_->parameters();
+  info.parameters = model->lm_->parameters() + (model->vision_ ? model->vision_->parameters() : 0);
+  info.default_max_new_tokens = c.default_max_new_tokens;
+  info.has_vision = c.has_vision;
+  if (c.has_vision) {
+    info.image_size = c.vision.image_size;
+    info.image_rows = c.vision.rows();
+    for (const auto& e : c.vision.encoders) info.encoders.push_back(e.name);
+  }
   const Mamba2Dims& m = c.llm.mixer;
   info.d_model = m.d_model;
   info.n_layer = c.llm.n_layer;

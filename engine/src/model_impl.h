@@ -8,6 +8,7 @@
 #include "mlmamba/mlmamba.h"
 #include "safetensors.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 namespace mlmamba {
 
@@ -26,6 +27,8 @@ class ModelImpl final : public Model {
   const ModelConfig& config() const { return config_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const Mamba2Lm& lm() const { return *lm_; }
+  const WeightStore& weights() const { return weights_; }
+  const VisionTower* vision() const { return vision_.get(); }  // null for a text-only model
   int eos() const { return info_.eos_token_id; }
 
  private:
@@ -34,6 +37,7 @@ class ModelImpl final : public Model {
   WeightStore weights_;  // the mapping must outlive every pointer the LM borrows from it
   Tokenizer tokenizer_;
   std::unique_ptr<Mamba2Lm> lm_;
+  std::unique_ptr<VisionTower> vision_;
   ModelInfo info_;
 };
 

@@ -1,5 +1,6 @@
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
@@ -36,7 +37,7 @@ struct Session::Impl {
   std::atomic<bool> cancel{false};
 
   Result<Generation> run(const std::vector<int32_t>& prompt, const GenerateParams& params,
-                         bool as_turn);
+                         bool as_turn, const ImageInput* image = nullptr);
 };
 
 Session::Session(std::shared_ptr<const Model> model) : impl_(std::make_unique<Impl>()) {
@@ -74,19 +75,40 @@ void Session::restore(const std::shared_ptr<const Snapshot>& snapshot) {
 }
 
 Result<Generation> Session::generate_from_ids(const std::vector<int32_t>& prompt_ids,
-                                              const GenerateParams& params) {
-  return impl_->run(prompt_ids, params, false);
+                                              const GenerateParams& params,
+                                              const ImageInput* image) {
+  return impl_->run(prompt_ids, params, false, image);
 }
 
-Result<Generation> Session::ask(std::string_view message, const GenerateParams& params) {
+Result<Generation> Session::ask(std::string_view message, const GenerateParams& params,
+                                const ImageInput* image) {
   const ModelImpl& m = *impl_->model;
   MLM_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
                        m.tokenize(m.format_user_turn(message, impl_->s.turns == 0)));
-  return impl_->run(ids, params, true);
+  return impl_->run(ids, params, true, image);
 }
 
+namespace {
+
+Result<RgbImage> decode(const ImageInput& in) {
+  if (!in.file.empty()) return decode_image_file(in.file);
+  if (!in.encoded.empty()) return decode_image_bytes(in.encoded);
+  if (in.width <= 0 || in.height <= 0 ||
+      in.rgb.size() != static_cast<size_t>(in.width) * in.height * 3) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "the raw picture's size does not match its pixels");
+  }
+  if (static_cast<int64_t>(in.width) * in.height > ImageLimits{}.max_pixels) {
+    return make_error(ErrorCode::kLimitExceeded, "the picture has too many pixels");
+  }
+  return RgbImage{in.width, in.height, in.rgb};
+}
+
+}  // namespace
+
 Result<Generation> Session::Impl::run(const std::vector<int32_t>& prompt,
-                                      const GenerateParams& params, bool as_turn) {
+                                      const GenerateParams& params, bool as_turn,
+                                      const ImageInput* image) {
   const auto t_start = Clock::now();
   cancel.store(false);
   const ModelImpl& m = *model;
@@ -104,30 +126,64 @@ Result<Generation> Session::Impl::run(const std::vector<int32_t>& prompt,
                                                          std::to_string(vocab - 1) + ")");
     }
   }
-  std::vector<int32_t> feed = s.pending;
-  feed.insert(feed.end(), prompt.begin(), prompt.end());
-  if (static_cast<int64_t>(s.tokens_seen) + static_cast<int64_t>(feed.size()) > limit) {
+  Generation gen;
+  // Rows fed in order: what the last turn left unfed, the picture, this turn's text.
+  const VisionTower* vision = m.vision();
+  if (image && !vision) {
+    return make_error(ErrorCode::kUnsupported,
+                      "this model (" + m.info().name + ") does not read images");
+  }
+  const int image_rows = image ? vision->rows() : 0;
+  const int64_t total =
+      static_cast<int64_t>(s.pending.size()) + image_rows + static_cast<int64_t>(prompt.size());
+  if (s.tokens_seen + total > limit) {
     return make_error(ErrorCode::kLimitExceeded,
-                      "the prompt has " + std::to_string(prompt.size()) + " tokens; with the " +
+                      "the prompt has " + std::to_string(total) + " rows; with the " +
                           std::to_string(s.tokens_seen) +
                           " already in this conversation that exceeds the limit of " +
                           std::to_string(limit));
   }
+  std::vector<float> visual;
+  if (image) {
+    const auto t_image = Clock::now();
+    auto picture = decode(*image);
+    if (!picture.ok()) return picture.error();
+    visual.resize(static_cast<size_t>(image_rows) * lm.config().mixer.d_model);
+    vision->encode(*picture, visual.data());
+    gen.stats.image_encode_ms = ms_since(t_image);
+    gen.stats.image_rows = image_rows;
+  }
 
   // A cancelled prefill leaves the recurrent state half-advanced: keep the state to go back to.
   const Snapshot before = s;
-  Generation gen;
   std::vector<float> logits(static_cast<size_t>(vocab));
-  if (!lm.forward_ids(feed.data(), static_cast<int>(feed.size()), &s.state, logits.data(),
-                      ScanForm::kChunked, &cancel)) {
+  bool done;
+  if (image_rows == 0) {
+    std::vector<int32_t> feed = s.pending;
+    feed.insert(feed.end(), prompt.begin(), prompt.end());
+    done = lm.forward_ids(feed.data(), static_cast<int>(feed.size()), &s.state, logits.data(),
+                          ScanForm::kChunked, &cancel);
+  } else {
+    const int D = lm.config().mixer.d_model;
+    std::vector<float> rows(static_cast<size_t>(total) * D);
+    float* dst = rows.data();
+    for (int32_t id : s.pending) dst = std::copy_n(lm.embedding_row(id), D, dst);
+    dst = std::copy(visual.begin(), visual.end(), dst);
+    for (int32_t id : prompt) dst = std::copy_n(lm.embedding_row(id), D, dst);
+    done = lm.forward(rows.data(), static_cast<int>(total), &s.state, logits.data(),
+                      ScanForm::kChunked, &cancel);
+  }
+  if (!done) {
     s = before;
     return make_error(ErrorCode::kCancelled, "cancelled during the prompt");
   }
-  s.tokens_seen += static_cast<int>(feed.size());
-  s.history.insert(s.history.end(), feed.begin(), feed.end());
+  s.tokens_seen += static_cast<int>(total);
+  // Visual rows are not tokens: the repetition penalty sees only the text.
+  s.history.insert(s.history.end(), s.pending.begin(), s.pending.end());
+  s.history.insert(s.history.end(), prompt.begin(), prompt.end());
   s.pending.clear();
-  gen.stats.prefill_tokens = static_cast<int>(feed.size());
-  gen.stats.prefill_ms = ms_since(t_start);
+  gen.stats.prefill_tokens = static_cast<int>(total);
+  gen.stats.prefill_ms = ms_since(t_start) - gen.stats.image_encode_ms;
 
   Sampler sampler(params.sampling);
   StreamDecoder decoder(m.tokenizer());

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 
 namespace mlmamba {
@@ -65,6 +66,88 @@ TEST(Config, PackageForm) {
   EXPECT_EQ(c->llm.max_sequence_length, 4096);
   EXPECT_EQ(c->embedding_key, "llm_backbone.backbone.embedding.weight");
   EXPECT_EQ(c->prompt_template, "zephyr");
+}
+
+json with_vision(json j) {
+  j["image"] = {{"size", 70}, {"resize", "letterbox"}};
+  j["vision_backbone"] = {{"encoders",
+                           {{{"name", "dino_featurizer"},
+                             {"patch_size", 14},
+                             {"dim", 48},
+                             {"heads", 4},
+                             {"mlp_hidden", 96},
+                             {"class_token", true},
+                             {"register_tokens", 4},
+                             {"layer_scale", true},
+                             {"feature_layer", 2},
+                             {"norm_eps", 1e-6},
+                             {"mean", {0.485, 0.456, 0.406}},
+                             {"std", {0.229, 0.224, 0.225}}},
+                            {{"name", "siglip_featurizer"},
+                             {"patch_size", 14},
+                             {"dim", 144},
+                             {"heads", 2},
+                             {"mlp_hidden", 96},
+                             {"class_token", false},
+                             {"register_tokens", 0},
+                             {"layer_scale", false},
+                             {"feature_layer", 0},
+                             {"norm_eps", 1e-6},
+                             {"mean", {0.5, 0.5, 0.5}},
+                             {"std", {0.5, 0.5, 0.5}}}}}};
+  j["mlp"] = {{"out_dim", 64}};
+  j["bidirectional_mamba"] = {{"n_layer", 2},     {"d_state", 16},    {"headdim", 16},
+                              {"ngroups", 2},     {"expand", 2},      {"d_conv", 4},
+                              {"chunk_size", 16}, {"norm_eps", 1e-5}, {"layer_norm_eps", 1e-5}};
+  j["projector"] = {{"hidden_dim", 96}};
+  return j;
+}
+
+TEST(Config, PackageWithTheImageHalf) {
+  auto c = parse_model_config(with_vision(package_config()).dump(), "pkg");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_TRUE(c->has_vision);
+  const VisionConfig& v = c->vision;
+  EXPECT_EQ(v.grid, 5);  // 70 / 14: the last pixels are never seen
+  EXPECT_EQ(v.rows(), 25);
+  EXPECT_EQ(v.feature_dim(), 48 + 144);
+  ASSERT_EQ(v.encoders.size(), 2u);
+  EXPECT_EQ(v.encoders[0].prefix_tokens(), 5);
+  EXPECT_EQ(v.encoders[1].head_dim(), 72);
+  EXPECT_FLOAT_EQ(v.encoders[0].std[2], 0.225f);
+  EXPECT_EQ(v.msc.d_model, 64);
+  EXPECT_EQ(v.msc.d_inner, 128);
+  EXPECT_EQ(v.msc.norm_group_size, 64);
+  EXPECT_EQ(v.resize, "letterbox");
+  EXPECT_FALSE(parse_model_config(package_config().dump(), "pkg")->has_vision);
+}
+
+TEST(Config, ImageHalfErrorsNameTheField) {
+  struct Case {
+    const char* what;
+    std::function<void(json&)> change;
+  };
+  const std::vector<Case> cases = {
+      {"feature_layer",
+       [](json& j) { j["vision_backbone"]["encoders"][0].erase("feature_layer"); }},
+      {"mean",
+       [](json& j) {
+         j["vision_backbone"]["encoders"][1]["mean"] = {0.5, 0.5};
+       }},
+      {"grid", [](json& j) { j["vision_backbone"]["encoders"][1]["patch_size"] = 10; }},
+      {"heads", [](json& j) { j["vision_backbone"]["encoders"][0]["heads"] = 5; }},
+      {"resize", [](json& j) { j["image"]["resize"] = "stretch"; }},
+      {"encoders", [](json& j) { j["vision_backbone"]["encoders"] = json::array(); }},
+      {"layer_norm_eps", [](json& j) { j["bidirectional_mamba"].erase("layer_norm_eps"); }},
+      {"hidden_dim", [](json& j) { j["projector"] = json::object(); }},
+      {"out_dim", [](json& j) { j["mlp"]["out_dim"] = 0; }},
+  };
+  for (const auto& k : cases) {
+    json j = with_vision(package_config());
+    k.change(j);
+    auto c = parse_model_config(j.dump(), "pkg");
+    EXPECT_FALSE(c.ok()) << k.what;
+  }
 }
 
 TEST(Config, TransformersForm) {

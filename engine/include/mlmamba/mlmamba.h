@@ -43,6 +43,39 @@ struct ModelInfo {
   int chunk_size = 0;
   int max_sequence_length = 0;  // prompt + generated tokens allowed in one session
   int eos_token_id = 0;
+  int default_max_new_tokens = 512;  // the model's own answer length
+  // The image half; absent for a text-only model.
+  bool has_vision = false;
+  int image_size = 0;  // pixels per side the picture is brought to
+  int image_rows = 0;  // language-model rows one picture becomes
+  std::vector<std::string> encoders;
+};
+
+// A picture for the model: a file, encoded bytes (PNG, JPEG, ... as dragged from a browser), or raw
+// interleaved RGB.
+struct ImageInput {
+  std::filesystem::path file;
+  std::vector<uint8_t> encoded;
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;
+
+  static ImageInput from_file(std::filesystem::path path) {
+    ImageInput i;
+    i.file = std::move(path);
+    return i;
+  }
+  static ImageInput from_encoded(std::vector<uint8_t> bytes) {
+    ImageInput i;
+    i.encoded = std::move(bytes);
+    return i;
+  }
+  static ImageInput from_rgb(int w, int h, std::vector<uint8_t> pixels) {
+    ImageInput i;
+    i.width = w;
+    i.height = h;
+    i.rgb = std::move(pixels);
+    return i;
+  }
 };
 
 struct Sampling {
@@ -69,7 +102,9 @@ enum class StopReason { kEndOfText, kMaxTokens, kCancelled, kContextFull };
 const char* stop_reason_name(StopReason reason);
 
 struct Stats {
-  int prefill_tokens = 0;
+  double image_encode_ms = 0;  // decode, resize, encoders and connector
+  int image_rows = 0;
+  int prefill_tokens = 0;  // rows fed before the first new token, visual rows included
   double prefill_ms = 0;
   double time_to_first_token_ms = 0;  // from the call until the first new token is known
   int generated_tokens = 0;
@@ -109,11 +144,16 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // Feeds token ids (no template) and generates.
+  // With a picture, its rows come first.
   Result<Generation> generate_from_ids(const std::vector<int32_t>& prompt_ids,
-                                       const GenerateParams& params);
+                                       const GenerateParams& params,
+                                       const ImageInput* image = nullptr);
   // Wraps `message` in the chat template (first or follow-up turn), feeds it and generates; the
-  // answer and its end-of-text become part of the conversation.
-  Result<Generation> ask(std::string_view message, const GenerateParams& params);
+  // answer and its end-of-text become part of the conversation. A picture's rows enter the
+  // conversation just before this turn's text (for the first turn: before all text, as the model
+  // was trained).
+  Result<Generation> ask(std::string_view message, const GenerateParams& params,
+                         const ImageInput* image = nullptr);
 
   void cancel();  // any thread
   void reset();   // back to an empty conversation

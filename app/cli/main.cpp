@@ -1,7 +1,7 @@
 // mlmamba-cli: the engine for scripts and terminals. Exit codes are part of the interface:
 //   0 success, 1 generation failed, 2 bad command line, 3 model could not be loaded,
-//   4 input rejected (prompt too long, bad token id), 5 requested device unavailable, 130
-//   interrupted.
+//   4 input rejected (prompt too long, bad token id, unreadable picture), 5 requested device
+//   unavailable, 130 interrupted.
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -76,7 +76,12 @@ int fail(int code, const std::string& message, bool as_json) {
 
 int exit_for(const mlmamba::Error& e) {
   switch (e.code) {
+    // Past loading, these are all about what was asked: the prompt, the picture file or its
+    // content.
     case ErrorCode::kLimitExceeded:
+    case ErrorCode::kNotFound:
+    case ErrorCode::kCorruptFile:
+    case ErrorCode::kUnsupported:
     case ErrorCode::kInvalidArgument:
       return kInput;
     case ErrorCode::kBackend:
@@ -89,7 +94,9 @@ int exit_for(const mlmamba::Error& e) {
 }
 
 json stats_json(const mlmamba::Stats& s) {
-  return json{{"prefill_tokens", s.prefill_tokens},
+  return json{{"image_encode_ms", s.image_encode_ms},
+              {"image_rows", s.image_rows},
+              {"prefill_tokens", s.prefill_tokens},
               {"prefill_ms", s.prefill_ms},
               {"time_to_first_token_ms", s.time_to_first_token_ms},
               {"generated_tokens", s.generated_tokens},
@@ -115,7 +122,12 @@ json info_json(const mlmamba::ModelInfo& i) {
               {"ngroups", i.ngroups},
               {"chunk_size", i.chunk_size},
               {"max_sequence_length", i.max_sequence_length},
-              {"eos_token_id", i.eos_token_id}};
+              {"eos_token_id", i.eos_token_id},
+              {"default_max_new_tokens", i.default_max_new_tokens},
+              {"has_vision", i.has_vision},
+              {"image_size", i.image_size},
+              {"image_rows", i.image_rows},
+              {"encoders", i.encoders}};
 }
 
 struct Loaded {

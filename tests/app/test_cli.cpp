@@ -64,6 +64,62 @@ TEST(Cli, GenerateRawJsonEqualsTransformersGreedy) {
   }
 }
 
+TEST(Cli, AnswersAboutAPictureLikeTheReference) {
+  const std::string pkg = kFixtures + "/mlmamba_tiny_dual";
+  std::ifstream in(pkg + "/expected.json");
+  const json e = json::parse(in);
+  const json& pic = e["pictures"][0];
+  CliRun r = cli({"generate", "--model", pkg, "--image", pkg + "/" + pic["file"].get<std::string>(),
+                  "--prompt", pic["question"].get<std::string>(), "--json", "--ignore-eos",
+                  "--max-tokens", "24"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["generated_ids"], pic["greedy_ids"]);
+  EXPECT_EQ(j["stats"]["image_rows"], e["visual_rows"]);
+  EXPECT_GT(j["stats"]["image_encode_ms"].get<double>(), 0);
+}
+
+TEST(Cli, PictureErrorsHaveTheirExitCode) {
+  const std::string pkg = kFixtures + "/mlmamba_tiny_dual";
+  EXPECT_EQ(cli({"generate", "--model", pkg, "--image", "/no/such.png", "--prompt", "x"}).code, 4);
+  EXPECT_EQ(
+      cli({"generate", "--model", pkg, "--image", pkg + "/config.json", "--prompt", "x"}).code, 4);
+  // A text-only model cannot take a picture.
+  EXPECT_EQ(cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--image",
+                 pkg + "/shapes_96x80.png", "--prompt", "x"})
+                .code,
+            4);
+}
+
+TEST(Cli, ChatKeepsTheConversationAndTakesCommands) {
+  const std::string pkg = kFixtures + "/mlmamba_tiny_dual";
+  const std::string script =
+      "/image " + pkg +
+      "/shapes_96x80.png\\nWhat shapes do you see?\\n/stats\\n"
+      "And what colour is the circle?\\n/stats\\n/reset\\n/image /no/such.png\\nHi\\n"
+      "Hello again\\n/quit\\n";
+  const std::string cmd = "printf '" + script + "' | " + quote(MLMAMBA_CLI) + " chat --model " +
+                          quote(pkg) + " --max-tokens 8";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("(picture attached to the next question)"), std::string::npos) << out;
+  // The first /stats shows the picture's rows, the second (a follow-up) none.
+  const auto first = out.find("image ");
+  ASSERT_NE(first, std::string::npos) << out;
+  EXPECT_NE(out.find("(64 rows)", first), std::string::npos) << out;
+  EXPECT_NE(out.find("(0 rows)", first), std::string::npos) << out;
+  EXPECT_NE(out.find("(new conversation)"), std::string::npos);
+  EXPECT_NE(out.find("error: "), std::string::npos)
+      << out;  // the missing picture, reported in place
+}
+
 TEST(Cli, StreamsTextWithoutJson) {
   CliRun r = cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "hello",
                   "--max-tokens", "5", "--ignore-eos"});

@@ -1,10 +1,14 @@
 // mlmamba-cli: the engine for scripts and terminals. Exit codes are part of the interface:
 //   0 success, 1 generation failed, 2 bad command line, 3 model could not be loaded,
 //   4 input rejected (prompt too long, bad token id, unreadable picture), 5 requested device
-//   unavailable, 130 interrupted.
+//   unavailable, 6 eval accuracy below the asked minimum, 130 interrupted.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -26,6 +30,7 @@ enum Exit {
   kModel = 3,
   kInput = 4,
   kDevice = 5,
+  kBelowTarget = 6,
   kInterrupted = 130
 };
 
@@ -37,6 +42,7 @@ commands:
   tokenize   show the token ids of a text
   info       describe a model
   bench      time prefill and decode (JSON)
+  eval       accuracy over a JSONL of {"image", "question", "answer", "family"}
 
 common options:
   --model DIR              model folder (package, transformers Mamba-2 or mamba_ssm)
@@ -55,6 +61,8 @@ generate:
 
 chat:      --image FILE (for the first question), the sampling options of generate
 tokenize:  --text TEXT
+eval:      --data FILE.jsonl [--predictions OUT.jsonl] [--min-accuracy A] [--min-family-accuracy A]
+           [--limit N]; exit code 6 when below a minimum
 bench:     --prompt-tokens N (default 512)  --gen-tokens N (default 128)  --repeat N (default 3)
 )";
 
@@ -345,6 +353,133 @@ int cmd_tokenize(const std::vector<std::string>& args) {
   return kOk;
 }
 
+// The contract's scoring: lowercase, spaces trimmed, one final period dropped.
+std::string normalise_answer(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto trim = [](std::string& t) {
+    const auto b = t.find_first_not_of(" \t\r\n");
+    const auto e = t.find_last_not_of(" \t\r\n");
+    t = b == std::string::npos ? std::string() : t.substr(b, e - b + 1);
+  };
+  trim(s);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  trim(s);
+  return s;
+}
+
+// Accuracy over a JSONL of {"image", "question", "answer", "family"}. Every line gets a fresh
+// conversation. A bad line or a missing picture is reported and counted wrong, never fatal.
+int cmd_eval(const std::vector<std::string>& args) {
+  std::set<std::string> valued = with_common(
+      {"data", "predictions", "max-tokens", "min-accuracy", "min-family-accuracy", "limit"});
+  auto opts = mlmamba::cli::Options::parse(args, valued, {"json"});
+  if (!opts.ok()) return fail(kUsage, opts.error().message, false);
+  const auto& o = *opts;
+  const bool as_json = o.has("json");
+  if (!o.has("data")) return fail(kUsage, "--data FILE.jsonl is required", as_json);
+  auto min_all = o.number("min-accuracy", 0.0, 0.0, 1.0);
+  auto min_family = o.number("min-family-accuracy", 0.0, 0.0, 1.0);
+  auto limit = o.integer("limit", 1 << 30, 1, 1 << 30);
+  if (!min_all.ok()) return fail(kUsage, min_all.error().message, as_json);
+  if (!min_family.ok()) return fail(kUsage, min_family.error().message, as_json);
+  if (!limit.ok()) return fail(kUsage, limit.error().message, as_json);
+  const std::filesystem::path data = o.str("data");
+  std::ifstream in(data);
+  if (!in) return fail(kInput, "cannot read " + data.string(), as_json);
+  std::ofstream predictions;
+  if (o.has("predictions")) {
+    predictions.open(o.str("predictions"), std::ios::trunc);
+    if (!predictions) return fail(kUsage, "cannot write " + o.str("predictions"), as_json);
+  }
+  Loaded l = load_model(o, as_json);
+  if (!l.model) return l.exit;
+  auto gp = generate_params(o, l.model->info());
+  if (!gp.ok()) return fail(kUsage, gp.error().message, as_json);
+
+  struct Tally {
+    int correct = 0, total = 0;
+  };
+  std::map<std::string, Tally> families;
+  Tally all;
+  int errors = 0, line_no = 0;
+  std::string line;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (all.total < *limit && std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json item = json::parse(line, nullptr, false);
+    std::string family = "unknown", prediction, error;
+    bool ok = false;
+    if (item.is_discarded() || !item.is_object() || !item.contains("question") ||
+        !item["question"].is_string() || !item.contains("answer") || !item["answer"].is_string()) {
+      error = "line " + std::to_string(line_no) +
+              ": not an object with string \"question\" and \"answer\"";
+    } else {
+      if (item.contains("family") && item["family"].is_string())
+        family = item["family"].get<std::string>();
+      std::optional<mlmamba::ImageInput> image;
+      if (item.contains("image") && item["image"].is_string()) {
+        std::filesystem::path p = item["image"].get<std::string>();
+        if (p.is_relative()) p = data.parent_path() / p;
+        image = mlmamba::ImageInput::from_file(p);
+      }
+      mlmamba::Session session(l.model);
+      auto gen = session.ask(item["question"].get<std::string>(), *gp, image ? &*image : nullptr);
+      if (!gen.ok()) {
+        error = "line " + std::to_string(line_no) + ": " + gen.error().message;
+      } else {
+        prediction = gen->text;
+        ok = normalise_answer(prediction) == normalise_answer(item["answer"].get<std::string>());
+      }
+    }
+    if (!error.empty()) {
+      ++errors;
+      std::cerr << "mlmamba-cli eval: " << error << std::endl;
+    }
+    Tally& f = families[family];
+    f.total++;
+    all.total++;
+    if (ok) {
+      f.correct++;
+      all.correct++;
+    }
+    if (predictions.is_open()) {
+      json out = item.is_object() ? item : json{{"line", line}};
+      out["prediction"] = prediction;
+      out["correct"] = ok;
+      if (!error.empty()) out["error"] = error;
+      predictions << out.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto acc = [](const Tally& t) {
+    return t.total ? static_cast<double>(t.correct) / t.total : 0.0;
+  };
+  bool below = all.total == 0 || acc(all) < *min_all;
+  json fam = json::object();
+  for (const auto& [name, t] : families) {
+    fam[name] = {{"correct", t.correct}, {"total", t.total}, {"accuracy", acc(t)}};
+    if (acc(t) < *min_family) below = true;
+  }
+  if (as_json) {
+    std::cout << json{{"overall",
+                       {{"correct", all.correct}, {"total", all.total}, {"accuracy", acc(all)}}},
+                      {"families", fam},
+                      {"errors", errors},
+                      {"seconds", seconds}}
+                     .dump(2)
+              << std::endl;
+  } else {
+    std::printf("%-12s %8s %8s %9s\n", "family", "correct", "total", "accuracy");
+    for (const auto& [name, t] : families)
+      std::printf("%-12s %8d %8d %8.1f%%\n", name.c_str(), t.correct, t.total, 100 * acc(t));
+    std::printf("%-12s %8d %8d %8.1f%%\n", "overall", all.correct, all.total, 100 * acc(all));
+    std::printf("%d lines could not be answered; %.1f s\n", errors, seconds);
+  }
+  return below ? kBelowTarget : kOk;
+}
+
 int cmd_info(const std::vector<std::string>& args) {
   auto opts = mlmamba::cli::Options::parse(args, kCommon, {"json"});
   if (!opts.ok()) return fail(kUsage, opts.error().message, false);
@@ -486,6 +621,7 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return cmd_tokenize(args);
   if (cmd == "info") return cmd_info(args);
   if (cmd == "bench") return cmd_bench(args);
+  if (cmd == "eval") return cmd_eval(args);
   std::cerr << "mlmamba-cli: unknown command \"" << cmd << "\"\n\n" << kUsageText;
   return kUsage;
 }

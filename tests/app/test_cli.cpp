@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -118,6 +120,63 @@ TEST(Cli, ChatKeepsTheConversationAndTakesCommands) {
   EXPECT_NE(out.find("(new conversation)"), std::string::npos);
   EXPECT_NE(out.find("error: "), std::string::npos)
       << out;  // the missing picture, reported in place
+}
+
+TEST(Cli, EvalScoresCountsBadLinesAndWritesPredictions) {
+  const std::string pkg = kFixtures + "/mlmamba_tiny_dual";
+  const std::string picture = pkg + "/shapes_96x80.png";
+  // The model's own answer, then judged with the contract's normalisation (case, spaces, a period).
+  CliRun g = cli({"generate", "--model", pkg, "--image", picture, "--prompt", "What is here?",
+                  "--json", "--max-tokens", "12"});
+  ASSERT_EQ(g.code, 0);
+  std::string answer = json::parse(g.out)["text"];
+  for (char& c : answer) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::string dir = ::testing::TempDir() + "/mlmamba_eval";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(picture, dir + "/pic.png",
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    std::ofstream f(dir + "/data.jsonl");
+    f << json{{"image", "pic.png"},
+              {"question", "What is here?"},
+              {"answer", "  " + answer + ". "},
+              {"family", "a"}}
+             .dump()
+      << "\n";
+    f << json{{"image", "pic.png"},
+              {"question", "What is here?"},
+              {"answer", "surely not this"},
+              {"family", "a"}}
+             .dump()
+      << "\n";
+    f << "{this is not json\n";
+    f << json{{"image", "missing.png"}, {"question", "x"}, {"answer", "y"}, {"family", "b"}}.dump()
+      << "\n";
+  }
+  CliRun r = cli({"eval", "--model", pkg, "--data", dir + "/data.jsonl", "--json", "--predictions",
+                  dir + "/pred.jsonl", "--max-tokens", "12"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["overall"]["total"], 4);
+  EXPECT_EQ(j["overall"]["correct"], 1);
+  EXPECT_EQ(j["errors"], 2);
+  EXPECT_EQ(j["families"]["a"]["correct"], 1);
+  EXPECT_EQ(j["families"]["a"]["total"], 2);
+  EXPECT_EQ(j["families"]["b"]["total"], 1);
+  std::ifstream p(dir + "/pred.jsonl");
+  std::vector<json> lines;
+  for (std::string line; std::getline(p, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0]["correct"], true);
+  EXPECT_EQ(lines[1]["correct"], false);
+  EXPECT_FALSE(lines[1]["prediction"].get<std::string>().empty());
+  EXPECT_TRUE(lines[2].contains("error"));
+  EXPECT_TRUE(lines[3].contains("error"));
+  // A minimum the result misses is its own exit code.
+  EXPECT_EQ(
+      cli({"eval", "--model", pkg, "--data", dir + "/data.jsonl", "--min-accuracy", "0.9"}).code,
+      6);
+  EXPECT_EQ(cli({"eval", "--model", pkg, "--data", dir + "/nothing.jsonl"}).code, 4);
 }
 
 TEST(Cli, StreamsTextWithoutJson) {

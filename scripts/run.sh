@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and answers a question with the engine.
+# The main job: installs what is missing, builds, and answers a question about a picture.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh"
 build="${MLMAMBA_BUILD_DIR:-$root/build}"
-model="${MLMAMBA_MODEL:-$root/tests/fixtures/mamba2_tiny_g1}"
-prompt="${1:-What color is the circle?}"
+cli="$build/app/mlmamba-cli"
+
+demo="$root/resources/models/shapes-demo"
+if [ -f "$demo/config.json" ]; then
+  model="${MLMAMBA_MODEL:-$demo}"
+  picture="${MLMAMBA_IMAGE:-$(ls "$root"/resources/samples/*.png 2>/dev/null | head -n 1)}"
+  note=""
+else
+  # Until the trained demo model ships: the tiny package the tests use (random weights, so the
+  # answer is not meaningful text; the pipeline that produces it is the real one).
+  model="${MLMAMBA_MODEL:-$root/tests/fixtures/mlmamba_tiny_dual}"
+  picture="${MLMAMBA_IMAGE:-$model/shapes_96x80.png}"
+  note=" (random-weight test model)"
+fi
+question="${1:-What shapes do you see?}"
 echo
-echo "== mlmamba-cli info"
-"$build/app/mlmamba-cli" info --model "$model"
+echo "== model$note"
+"$cli" info --model "$model"
 echo
-echo "== mlmamba-cli generate --prompt \"$prompt\""
-# The model the tests use has random weights: the answer is not meaningful text, the pipeline is real.
-"$build/app/mlmamba-cli" generate --model "$model" --prompt "$prompt" --max-tokens 24 --ignore-eos
+echo "== $(basename "$picture"): $question"
+"$cli" generate --model "$model" --image "$picture" --prompt "$question" --max-tokens 48

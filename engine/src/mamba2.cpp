@@ -1,6 +1,8 @@
 #include "mamba2.h"
 
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -247,6 +249,13 @@ Result<const float*> F32Weights::get(const WeightStore& store, const std::string
   }
   auto buf = std::make_unique<float[]>(static_cast<size_t>(t->numel()));
   convert_to_f32(*t, buf.get());
+  // The widened copy is what runs; the file's pages for this tensor are not needed again. Without
+  // this the mapping stays resident next to the copy (a 3.6B bf16 model peaked at 21 GB instead
+  // of 14). The mapping is private and clean, so the pages come back from the file if ever read.
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t->data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t->data) + t->nbytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
   owned_.push_back(std::move(buf));
   return static_cast<const float*>(owned_.back().get());
 }

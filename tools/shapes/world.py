@@ -14,8 +14,8 @@ Choices the contract leaves open, made here once:
   centroid in the same cell as the box centre (they differ for triangles), so `where` answers do
   not depend on which centre a reader uses. Relations are asked only when both centres differ by
   >= 15% along the axis, for the same reason.
-- Objects keep a gap of at least 1.2% of the side between them (they may nearly touch, but never
-  merge into one blob after blur or JPEG).
+- Objects keep a gap of at least 1.2% of the side between them, 3% between two of one colour
+  (they may nearly touch, but never merge into one blob after blur or JPEG).
 - The description counts with a digit: "There are 3 shapes: ...".
 - Two objects in the same grid cell are described in order of centre x, then centre y.
 - References without the asked attribute: the colour family names the object by "{shape}" or, if
@@ -63,6 +63,8 @@ FAMILIES = ("count", "exist", "colour", "shape", "size", "where", "relation", "d
 GRID_MARGIN = 0.015
 EDGE_MARGIN = 0.01
 MIN_GAP = 0.012
+# Two objects of one colour keep a wider gap: after blur or JPEG they would read as one blob.
+SAME_COLOUR_GAP = 0.03
 
 
 def luminance(rgb) -> float:
@@ -221,7 +223,24 @@ def _tone_colour(tone: str, luma: float, rng: np.random.Generator) -> tuple:
     return tuple(int(v) for v in rgb)
 
 
+# Background colours keep at least this RGB distance from every nominal object colour (the pale
+# end of the luminance range would otherwise come close to white).
+MIN_BACKGROUND_DISTANCE = 65.0
+
+
+def _far_from_objects(rgb) -> bool:
+    return all(np.linalg.norm(np.subtract(rgb, c)) >= MIN_BACKGROUND_DISTANCE
+               for c in COLOURS.values())
+
+
 def sample_background(rng: np.random.Generator) -> Background:
+    while True:
+        bg = _sample_background(rng)
+        if all(_far_from_objects(c) for c in (bg.colour, bg.colour2) if c is not None):
+            return bg
+
+
+def _sample_background(rng: np.random.Generator) -> Background:
     lo, hi = BACKGROUND_LUMA
     kind = str(rng.choice(["flat", "gradient", "noise", "texture"], p=[0.3, 0.3, 0.2, 0.2]))
     tone = str(rng.choice(["grey", "beige", "bluegrey"]))
@@ -320,7 +339,8 @@ def _place(attrs, rng, tries=300):
             if not _centre_ok(o):
                 continue
             hp = hull(o)
-            if all(separation(hp, q) >= MIN_GAP for q in hulls):
+            if all(separation(hp, q) >= (SAME_COLOUR_GAP if p.colour == colour else MIN_GAP)
+                   for p, q in zip(placed, hulls)):
                 placed.append(o)
                 hulls.append(hp)
                 out[i] = o
@@ -517,7 +537,73 @@ OTHER_QUESTIONS = (
 )
 
 
-def _style(q: str, rng: np.random.Generator) -> str:
+# Off-topic questions the generator never asks; the evaluation set draws half of its "other"
+# questions from here, so that family measures recognising off-topic questions, not recalling
+# the training pool.
+OTHER_QUESTIONS_HELDOUT = (
+    "Who was the first person to walk on the Moon?",
+    "What is the capital of Australia?",
+    "How do volcanoes form?",
+    "Can you write a limerick about a cat?",
+    "What is the plural of mouse?",
+    "How many minutes are in an hour?",
+    "What colour are emeralds?",
+    "Where is Mount Kilimanjaro?",
+    "What is the smallest prime number?",
+    "Who composed the Four Seasons?",
+    "Please tell me the news.",
+    "What are you doing this weekend?",
+    "How do I change a flat tyre?",
+    "Why do leaves change colour in autumn?",
+    "What does a carpenter do?",
+    "Is coffee bad for you?",
+    "Explain how a rainbow forms.",
+    "What is the capital of Canada?",
+    "Give me a synonym for happy.",
+    "Which ocean is the largest?",
+    "How many strings does a violin have?",
+    "Nice to meet you.",
+    "What is machine learning?",
+    "Where do kangaroos live?",
+    "Convert 10 miles to kilometres.",
+    "What shape is the Earth?",
+    "Who built the pyramids?",
+    "What is your opinion on pineapple pizza?",
+    "Write a short story about a dragon.",
+    "What is the first letter of the alphabet?",
+)
+
+# Slot-filled off-topic questions: many distinct strings from few templates, so the model learns
+# the family from what the questions are about, not from memorising a list.
+_OTHER_TEMPLATES = (
+    ("What is the capital of {}?", ("Germany", "Italy", "Spain", "Japan", "Egypt", "Peru",
+                                    "Kenya", "Norway", "India", "Mexico", "Poland", "Chile")),
+    ("Translate '{}' into French.", ("thank you", "good night", "where is the station",
+                                     "I am hungry", "see you tomorrow", "how much is it")),
+    ("What is {} plus {}?", None),
+    ("Tell me about {}.", ("the Roman Empire", "black holes", "the French Revolution",
+                           "climate change", "honey bees", "the stock market", "jazz")),
+    ("Write a {} about {}.", (("poem", "song", "story", "limerick", "letter"),
+                              ("the ocean", "friendship", "a robot", "winter", "coffee", "a city"))),
+    ("Who is {}?", ("Albert Einstein", "Marie Curie", "William Shakespeare", "Cleopatra",
+                    "Isaac Newton", "Frida Kahlo")),
+    ("How do I {}?", ("tie a tie", "boil an egg", "learn Spanish", "fix a bike", "write a CV",
+                      "plant tomatoes", "save money")),
+)
+
+
+def _other_question(rng: np.random.Generator) -> str:
+    if rng.random() < 0.6:
+        return _pick(rng, OTHER_QUESTIONS)
+    t, slots = _OTHER_TEMPLATES[int(rng.integers(len(_OTHER_TEMPLATES)))]
+    if slots is None:
+        return t.format(int(rng.integers(1, 100)), int(rng.integers(1, 100)))
+    if isinstance(slots[0], tuple):
+        return t.format(*(_pick(rng, s) for s in slots))
+    return t.format(_pick(rng, slots))
+
+
+def style_question(q: str, rng: np.random.Generator) -> str:
     """Surface variation the contract allows: any case, a missing trailing ? or ."""
     r = rng.random()
     if r < 0.12:
@@ -587,7 +673,7 @@ def _count_candidates(scene: Scene) -> dict:
 
 # Weights per count answer 0..6, set so the answers come out roughly even over many scenes
 # (small counts are available in every scene, large ones only in crowded ones).
-_COUNT_WEIGHT = (1.0, 1.0, 1.6, 2.6, 4.0, 6.5, 12.0)
+_COUNT_WEIGHT = (1.0, 1.0, 1.85, 3.7, 6.7, 12.0, 26.0)
 
 
 def _qa_count(scene, rng):
@@ -674,10 +760,15 @@ def _qa_size(scene, rng):
     plain = [(o, r) for o, r in items if not r.startswith(o.size)]
     if plain and rng.random() < 0.9:
         items = plain
-    sizes = sorted({o.size for o, _ in items})
-    want = _pick(rng, sizes)
+    sizes = {o.size for o, _ in items}
+    # Crowded scenes hold mostly small objects; leaning to "large" when both can be asked
+    # evens the answers out over many scenes.
+    want = ("large" if rng.random() < 0.66 else "small") if len(sizes) == 2 else sizes.pop()
     o, r = _pick(rng, [(o, r) for o, r in items if o.size == want])
     return _pick(rng, SIZE_FORMS).format(ref=r), o.size
+
+
+_WHERE_WEIGHT = (0.5, 0.72, 1.0)  # by how many of row/column are not the middle one
 
 
 def _qa_where(scene, rng):
@@ -685,7 +776,10 @@ def _qa_where(scene, rng):
     items = [(o, r) for o, r in items if r is not None]
     if not items:
         return None
-    o, r = _pick(rng, items)
+    # Centres fall in the middle cell more often than at the edges, and least in the corners
+    # (large objects cannot sit near a border); weights even the answers out.
+    w = np.array([_WHERE_WEIGHT[sum(v != 1 for v in cell(o))] for o, _ in items])
+    o, r = items[int(rng.choice(len(items), p=w / w.sum()))]
     return WHERE_FORMS[0].format(ref=r), position_of(o)
 
 
@@ -704,7 +798,7 @@ def _qa_describe(scene, rng):
 
 
 def _qa_other(scene, rng):
-    return _pick(rng, OTHER_QUESTIONS), OTHER_ANSWER
+    return _other_question(rng), OTHER_ANSWER
 
 
 _QA = {
@@ -745,4 +839,4 @@ def sample_qa(scene: Scene, rng: np.random.Generator, family: str | None = None)
     if qa is None:
         return None
     q, a = qa
-    return family, _style(q, rng), a
+    return family, style_question(q, rng), a

@@ -636,6 +636,7 @@ def main(argv=None):
             per[key] = per.get(key, 0) + 1
     if pool is not None:
         pool.close()
+        pool.join()
     log(f"held-out set: {len(eval_items)} questions ({len(periodic_items)} in the periodic check)")
 
     # ---- data ------------------------------------------------------------------------------------

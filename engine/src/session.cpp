@@ -229,7 +229,7 @@ Result<Generation> Session::Impl::run(const std::vector<int32_t>& prompt,
   // What the next call must feed first: the last sampled token, and in a chat the end-of-text that
   // closes the reply (the template stores every reply as reply + <|endoftext|>).
   if (unfed >= 0) s.pending.push_back(unfed);
-  if (as_turn && unfed != eos && eos >= 0) s.pending.push_back(eos);
+  if (as_turn && gen.stop != StopReason::kEndOfText && eos >= 0) s.pending.push_back(eos);
   if (as_turn) s.turns += 1;
 
   Stats& st = gen.stats;

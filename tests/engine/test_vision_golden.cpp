@@ -4,7 +4,9 @@
 // error points at the stage that made it.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -202,6 +204,68 @@ TEST_P(VisionGolden, BadPicturesAreClearErrorsAndTheSessionGoesOn) {
   EXPECT_EQ(s.tokens_seen(), 0);
   EXPECT_EQ(s.turns(), 0);
   EXPECT_TRUE(s.ask("What is this?", gp).ok());
+}
+
+TEST_P(VisionGolden, APictureInALaterTurnEntersTheStateThere) {
+  // Turn 1 without a picture, turn 2 with one: the kept state must equal feeding the same rows
+  // (turn 1, its reply and end-of-text, the picture, turn 2) in a fresh session.
+  const json& pic = expected_["pictures"][0];
+  const auto image = ImageInput::from_file(dir_ + "/" + pic["file"].get<std::string>());
+  GenerateParams gp;
+  gp.max_new_tokens = 6;
+  gp.ignore_eos = true;
+  Session kept(model_);
+  auto a = kept.ask("Hello there.", gp);
+  ASSERT_TRUE(a.ok());
+  auto b = kept.ask("What shapes do you see?", gp, &image);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->stats.image_rows, impl_->config().vision.rows());
+
+  auto t1 = model_->tokenize(model_->format_user_turn("Hello there.", true));
+  auto t2 = model_->tokenize(model_->format_user_turn("What shapes do you see?", false));
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  std::vector<int32_t> before = *t1;
+  before.insert(before.end(), a->ids.begin(), a->ids.end());
+  before.push_back(model_->info().eos_token_id);
+  Session fresh(model_);
+  GenerateParams none;
+  none.max_new_tokens = 0;  // feed only
+  ASSERT_TRUE(fresh.generate_from_ids(before, none).ok());
+  auto c = fresh.generate_from_ids(*t2, gp, &image);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(b->ids, c->ids);
+  EXPECT_EQ(kept.tokens_seen(), fresh.tokens_seen());
+}
+
+TEST_P(VisionGolden, AMissingOrMisShapedTensorIsNamed) {
+  namespace fs = std::filesystem;
+  const fs::path tmp =
+      fs::temp_directory_path() / ("mlmamba_pkg_" + GetParam() + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  for (const char* f : {"model.safetensors", "tokenizer.json"})
+    fs::copy_file(dir_ + "/" + f, tmp / f);
+  std::ifstream in(dir_ + "/config.json");
+  const json config = json::parse(in);
+  auto load_with = [&](const json& c) {
+    std::ofstream(tmp / "config.json") << c.dump();
+    LoadParams p;
+    p.model_dir = tmp;
+    return Model::load(p);
+  };
+  json deeper = config;
+  deeper["vision_backbone"]["encoders"][0]["feature_layer"] = 7;
+  auto r = load_with(deeper);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("blocks."), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("missing"), std::string::npos) << r.error().message;
+  json narrower = config;
+  narrower["mlp"]["out_dim"] = 32;
+  r = load_with(narrower);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("mlp.0.weight"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("expected [32,"), std::string::npos) << r.error().message;
+  fs::remove_all(tmp);
 }
 
 INSTANTIATE_TEST_SUITE_P(Packages, VisionGolden,

@@ -88,6 +88,17 @@ Result<Generation> Session::ask(std::string_view message, const GenerateParams& 
   return impl_->run(ids, params, true, image);
 }
 
+Result<void> Session::feed_turn(std::string_view message, std::string_view reply,
+                                const ImageInput* image) {
+  const ModelImpl& m = *impl_->model;
+  const std::string text = m.format_user_turn(message, impl_->s.turns == 0) + std::string(reply);
+  MLM_ASSIGN_OR_RETURN(std::vector<int32_t> ids, m.tokenize(text));
+  GenerateParams feed_only;
+  feed_only.max_new_tokens = 0;  // the turn's end-of-text is left pending, as after a real answer
+  MLM_TRY(impl_->run(ids, feed_only, true, image));
+  return {};
+}
+
 namespace {
 
 Result<RgbImage> decode(const ImageInput& in) {

@@ -268,6 +268,36 @@ TEST_P(VisionGolden, AMissingOrMisShapedTensorIsNamed) {
   fs::remove_all(tmp);
 }
 
+TEST_P(VisionGolden, ATurnFedFromTextEqualsTheSameRowsFedByHand) {
+  // A conversation reopened from disk is rebuilt from its text: picture, turn 1 in the template,
+  // its known reply and end-of-text; then turn 2 in the follow-up form.
+  const json& pic = expected_["pictures"][0];
+  const auto image = ImageInput::from_file(dir_ + "/" + pic["file"].get<std::string>());
+  const std::string q1 = pic["question"].get<std::string>(),
+                    reply = "a red circle and a blue square",
+                    q2 = pic["turn2"]["message"].get<std::string>();
+  GenerateParams gp;
+  gp.max_new_tokens = 8;
+  gp.ignore_eos = true;
+  Session s(model_);
+  ASSERT_TRUE(s.feed_turn(q1, reply, &image).ok());
+  EXPECT_EQ(s.turns(), 1);
+  auto b = s.ask(q2, gp);
+  ASSERT_TRUE(b.ok());
+
+  Session by_hand(model_);
+  auto t1 = model_->tokenize(model_->format_user_turn(q1, true) + reply + "<|endoftext|>");
+  auto t2 = model_->tokenize(model_->format_user_turn(q2, false));
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  GenerateParams none;
+  none.max_new_tokens = 0;
+  ASSERT_TRUE(by_hand.generate_from_ids(*t1, none, &image).ok());
+  auto c = by_hand.generate_from_ids(*t2, gp);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(b->ids, c->ids);
+  EXPECT_EQ(s.tokens_seen(), by_hand.tokens_seen());
+}
+
 INSTANTIATE_TEST_SUITE_P(Packages, VisionGolden,
                          ::testing::Values("mlmamba_tiny_dual", "mlmamba_tiny_siglip_odd"));
 

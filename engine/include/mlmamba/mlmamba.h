@@ -155,6 +155,11 @@ class Session {
   Result<Generation> ask(std::string_view message, const GenerateParams& params,
                          const ImageInput* image = nullptr);
 
+  // Feeds a turn whose reply is already known (a conversation reopened from disk, or rebuilt after
+  // an edit) without generating: the template around `message`, then `reply` and its end-of-text.
+  Result<void> feed_turn(std::string_view message, std::string_view reply,
+                         const ImageInput* image = nullptr);
+
   void cancel();  // any thread
   void reset();   // back to an empty conversation
   int tokens_seen() const;

@@ -42,7 +42,7 @@ Composer::Composer(QWidget* parent) : QWidget(parent) {
   edit_->setPlaceholderText(tr("Ask about the picture… (Enter sends, Shift+Enter for a new line)"));
   edit_->setAccessibleName(tr("Question"));
   edit_->setTabChangesFocus(true);
-  edit_->setMaximumHeight(120);
+  edit_->setMaximumHeight(80);
   thumb_ = new QLabel(this);
   thumb_->setAccessibleName(tr("Attached picture"));
   thumb_->setFixedSize(64, 64);
@@ -86,7 +86,8 @@ Composer::Composer(QWidget* parent) : QWidget(parent) {
   connect(edit_, &PromptEdit::submit, this, [this] {
     if (!busy_) emit sendRequested();
   });
-  connect(edit_, &PromptEdit::imagePasted, this, [this](const QImage& img) { attachImage(img, tr("Pasted picture")); });
+  connect(edit_, &PromptEdit::imagePasted, this,
+          [this](const QImage& img) { attachImage(img, tr("Pasted picture")); });
   connect(send_, &QPushButton::clicked, this, [this] {
     if (busy_) {
       emit stopRequested();
@@ -98,8 +99,12 @@ Composer::Composer(QWidget* parent) : QWidget(parent) {
   connect(remove_, &QToolButton::clicked, this, &Composer::removeAttachment);
 }
 
-QString Composer::text() const { return edit_->toPlainText(); }
-void Composer::setText(const QString& text) { edit_->setPlainText(text); }
+QString Composer::text() const {
+  return edit_->toPlainText();
+}
+void Composer::setText(const QString& text) {
+  edit_->setPlainText(text);
+}
 
 void Composer::clear() {
   edit_->clear();
@@ -119,7 +124,8 @@ bool Composer::attachFile(const QString& path) {
   const QSize full = reader.size();
   if (full.isValid() && (full.width() > 20000 || full.height() > 20000 ||
                          qint64(full.width()) * full.height() > (qint64(64) << 20))) {
-    showNotice(tr("%1 is too large (%2 x %3 pixels).").arg(name).arg(full.width()).arg(full.height()));
+    showNotice(
+        tr("%1 is too large (%2 x %3 pixels).").arg(name).arg(full.width()).arg(full.height()));
     return false;
   }
   const QImage image = reader.read();
@@ -158,7 +164,9 @@ void Composer::showNotice(const QString& text) {
   notice_->show();
 }
 
-QString Composer::notice() const { return notice_->isVisible() ? notice_->text() : QString(); }
+QString Composer::notice() const {
+  return notice_->isHidden() ? QString() : notice_->text();
+}
 
 void Composer::setBusy(bool busy) {
   busy_ = busy;
@@ -166,13 +174,15 @@ void Composer::setBusy(bool busy) {
   send_->setAccessibleName(busy ? tr("Stop") : tr("Send"));
 }
 
-void Composer::setCanAttach(bool can) { attach_->setEnabled(can); }
+void Composer::setCanAttach(bool can) {
+  attach_->setEnabled(can);
+}
 
 void Composer::refresh() {
   strip_->setVisible(!attached_.isNull());
   if (!attached_.isNull()) {
-    thumb_->setPixmap(QPixmap::fromImage(
-        attached_.scaled(thumb_->size() * devicePixelRatioF(), Qt::KeepAspectRatio, Qt::SmoothTransformation)));
+    thumb_->setPixmap(QPixmap::fromImage(attached_.scaled(
+        thumb_->size() * devicePixelRatioF(), Qt::KeepAspectRatio, Qt::SmoothTransformation)));
   }
 }
 

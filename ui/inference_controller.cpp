@@ -4,7 +4,8 @@
 
 namespace mlmamba::ui {
 
-InferenceController::InferenceController(QObject* parent) : QObject(parent), worker_(new InferenceWorker) {
+InferenceController::InferenceController(QObject* parent)
+    : QObject(parent), worker_(new InferenceWorker) {
   worker_->moveToThread(&thread_);
   thread_.setObjectName("inference");
   connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
@@ -15,11 +16,12 @@ InferenceController::InferenceController(QObject* parent) : QObject(parent), wor
     emit modelLoaded(s);
     settle();
   });
-  connect(worker_, &InferenceWorker::modelLoadFailed, this, [this](const QString& folder, const QString& message) {
-    --outstanding_;
-    emit modelLoadFailed(folder, message);
-    settle();
-  });
+  connect(worker_, &InferenceWorker::modelLoadFailed, this,
+          [this](const QString& folder, const QString& message) {
+            --outstanding_;
+            emit modelLoadFailed(folder, message);
+            settle();
+          });
   connect(worker_, &InferenceWorker::tokens, this, &InferenceController::tokens);
   connect(worker_, &InferenceWorker::finished, this,
           [this](quint64 r, const QString& text, const AnswerStats& stats, bool stopped) {
@@ -52,12 +54,14 @@ void InferenceController::loadModel(const QString& folder, const QString& device
                             Q_ARG(QString, device));
 }
 
-quint64 InferenceController::ask(const QString& conversation, const QVector<Message>& history, const QString& text,
-                                 const QString& image, const GenerationSettings& settings) {
+quint64 InferenceController::ask(const QString& conversation, const QVector<Message>& history,
+                                 const QString& text, const QString& image,
+                                 const GenerationSettings& settings) {
   const quint64 r = next_request_++;
   if (outstanding_++ == 0) emit busyChanged(true);
-  QMetaObject::invokeMethod(worker_, [=, this] { worker_->ask(r, conversation, history, text, image, settings); },
-                            Qt::QueuedConnection);
+  QMetaObject::invokeMethod(
+      worker_, [=, this] { worker_->ask(r, conversation, history, text, image, settings); },
+      Qt::QueuedConnection);
   return r;
 }
 
@@ -65,15 +69,19 @@ quint64 InferenceController::askAboutFrame(const QImage& frame, const QString& q
                                            const GenerationSettings& settings) {
   const quint64 r = next_request_++;
   if (outstanding_++ == 0) emit busyChanged(true);
-  QMetaObject::invokeMethod(worker_, [=, this] { worker_->askAboutFrame(r, frame, question, settings); },
-                            Qt::QueuedConnection);
+  QMetaObject::invokeMethod(
+      worker_, [=, this] { worker_->askAboutFrame(r, frame, question, settings); },
+      Qt::QueuedConnection);
   return r;
 }
 
 void InferenceController::forget(const QString& conversation) {
-  QMetaObject::invokeMethod(worker_, [=, this] { worker_->forget(conversation); }, Qt::QueuedConnection);
+  QMetaObject::invokeMethod(
+      worker_, [=, this] { worker_->forget(conversation); }, Qt::QueuedConnection);
 }
 
-void InferenceController::stop() { worker_->stop(); }
+void InferenceController::stop() {
+  worker_->stop();
+}
 
 }  // namespace mlmamba::ui

@@ -19,7 +19,8 @@ class InferenceController : public QObject {
   void loadModel(const QString& folder, const QString& device);
   quint64 ask(const QString& conversation, const QVector<Message>& history, const QString& text,
               const QString& image, const GenerationSettings& settings);
-  quint64 askAboutFrame(const QImage& frame, const QString& question, const GenerationSettings& settings);
+  quint64 askAboutFrame(const QImage& frame, const QString& question,
+                        const GenerationSettings& settings);
   void forget(const QString& conversation);
   void stop();
   bool busy() const { return outstanding_ > 0; }
@@ -30,7 +31,8 @@ class InferenceController : public QObject {
   void modelLoaded(const mlmamba::ui::ModelSummary& summary);
   void modelLoadFailed(const QString& folder, const QString& message);
   void tokens(quint64 request, const QString& text);
-  void finished(quint64 request, const QString& text, const mlmamba::ui::AnswerStats& stats, bool stopped);
+  void finished(quint64 request, const QString& text, const mlmamba::ui::AnswerStats& stats,
+                bool stopped);
   void failed(quint64 request, const QString& message);
   void busyChanged(bool busy);
 

@@ -83,10 +83,12 @@ void InferenceWorker::loadModel(const QString& folder, const QString& device) {
   emit modelLoaded(s);
 }
 
-void InferenceWorker::forget(const QString& conversation) { kept_.erase(conversation); }
+void InferenceWorker::forget(const QString& conversation) {
+  kept_.erase(conversation);
+}
 
-InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation, const QVector<Message>& history,
-                                                QString* error) {
+InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation,
+                                                const QVector<Message>& history, QString* error) {
   Kept& k = kept_[conversation];
   if (!k.session) {
     k.session = std::make_unique<Session>(model_);
@@ -95,7 +97,8 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation, con
   }
   const int turns = static_cast<int>(history.size() / 2);
   std::vector<QString> wanted;
-  for (int t = 0; t < turns; ++t) wanted.push_back(turn_fingerprint(history[2 * t], history[2 * t + 1]));
+  for (int t = 0; t < turns; ++t)
+    wanted.push_back(turn_fingerprint(history[2 * t], history[2 * t + 1]));
   // The longest prefix of the wanted turns the kept snapshots already hold.
   int same = 0;
   while (same < turns && same + 1 < static_cast<int>(k.snapshots.size()) &&
@@ -103,7 +106,8 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation, con
     ++same;
   }
   // The live state is already the last snapshot when the conversation simply goes on.
-  if (same != static_cast<int>(k.snapshots.size()) - 1) k.session->restore(k.snapshots[static_cast<size_t>(same)]);
+  if (same != static_cast<int>(k.snapshots.size()) - 1)
+    k.session->restore(k.snapshots[static_cast<size_t>(same)]);
   k.snapshots.resize(static_cast<size_t>(same) + 1);
   k.fingerprints.resize(static_cast<size_t>(same) + 1);
   // Turns not kept (a reopened conversation, an edit further back) are fed from their text.
@@ -112,7 +116,8 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation, con
     const Message& reply = history[2 * t + 1];
     std::optional<ImageInput> image;
     if (!user.image.isEmpty()) image = ImageInput::from_file(user.image.toStdString());
-    auto r = k.session->feed_turn(user.text.toStdString(), reply.text.toStdString(), image ? &*image : nullptr);
+    auto r = k.session->feed_turn(user.text.toStdString(), reply.text.toStdString(),
+                                  image ? &*image : nullptr);
     if (!r.ok()) {
       *error = QString::fromStdString(r.error().message);
       k.session->reset();
@@ -126,10 +131,11 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation, con
   return k;
 }
 
-GenerateParams InferenceWorker::params(const GenerationSettings& s, quint64 request, QString* pending,
-                                       qint64* last_flush) {
+GenerateParams InferenceWorker::params(const GenerationSettings& s, quint64 request,
+                                       QString* pending, qint64* last_flush) {
   GenerateParams gp;
-  gp.max_new_tokens = s.max_new_tokens > 0 ? s.max_new_tokens : model_->info().default_max_new_tokens;
+  gp.max_new_tokens =
+      s.max_new_tokens > 0 ? s.max_new_tokens : model_->info().default_max_new_tokens;
   gp.sampling.temperature = s.temperature;
   gp.sampling.top_k = s.top_k;
   gp.sampling.top_p = s.top_p;
@@ -147,8 +153,8 @@ GenerateParams InferenceWorker::params(const GenerationSettings& s, quint64 requ
   return gp;
 }
 
-void InferenceWorker::run(quint64 request, Session& session, const QString& text, const ImageInput* image,
-                          const GenerationSettings& settings, Kept* kept) {
+void InferenceWorker::run(quint64 request, Session& session, const QString& text,
+                          const ImageInput* image, const GenerationSettings& settings, Kept* kept) {
   QString pending;
   qint64 last_flush = 0;
   GenerateParams gp = params(settings, request, &pending, &last_flush);
@@ -163,7 +169,13 @@ void InferenceWorker::run(quint64 request, Session& session, const QString& text
   }
   if (!pending.isEmpty()) emit tokens(request, pending);
   if (!g.ok()) {
-    emit failed(request, QString::fromStdString(g.error().message));
+    // Stopped before the first token (still reading the picture or the question): an empty,
+    // stopped answer, not a failure.
+    if (g.error().code == ErrorCode::kCancelled) {
+      emit finished(request, QString(), AnswerStats{}, true);
+    } else {
+      emit failed(request, QString::fromStdString(g.error().message));
+    }
     return;
   }
   const bool stopped = g->stop == StopReason::kCancelled;
@@ -172,15 +184,17 @@ void InferenceWorker::run(quint64 request, Session& session, const QString& text
     kept->snapshots.push_back(session.snapshot());
     Message user, reply;
     user.text = text;
-    user.image = image && !image->file.empty() ? QString::fromStdString(image->file.string()) : QString();
+    user.image =
+        image && !image->file.empty() ? QString::fromStdString(image->file.string()) : QString();
     reply.text = QString::fromStdString(g->text);
     kept->fingerprints.push_back(turn_fingerprint(user, reply));
   }
   emit finished(request, QString::fromStdString(g->text), to_stats(g->stats), stopped);
 }
 
-void InferenceWorker::ask(quint64 request, const QString& conversation, const QVector<Message>& history,
-                          const QString& text, const QString& image, const GenerationSettings& settings) {
+void InferenceWorker::ask(quint64 request, const QString& conversation,
+                          const QVector<Message>& history, const QString& text,
+                          const QString& image, const GenerationSettings& settings) {
   if (!model_) {
     emit failed(request, tr("No model is loaded."));
     return;

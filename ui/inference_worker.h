@@ -51,8 +51,9 @@ class InferenceWorker : public QObject {
   // `history` holds the conversation's earlier completed turns (user, assistant, user, ...), each
   // user message with its picture as an absolute path. The worker reuses its kept state when it
   // matches that history, goes back to a snapshot for regenerate / edit, or rebuilds from the text.
-  void ask(quint64 request, const QString& conversation, const QVector<mlmamba::ui::Message>& history,
-           const QString& text, const QString& image, const mlmamba::ui::GenerationSettings& settings);
+  void ask(quint64 request, const QString& conversation,
+           const QVector<mlmamba::ui::Message>& history, const QString& text, const QString& image,
+           const mlmamba::ui::GenerationSettings& settings);
   // One question about one frame in a fresh conversation (the camera's live mode).
   void askAboutFrame(quint64 request, const QImage& frame, const QString& question,
                      const mlmamba::ui::GenerationSettings& settings);
@@ -62,7 +63,8 @@ class InferenceWorker : public QObject {
   void modelLoaded(const mlmamba::ui::ModelSummary& summary);
   void modelLoadFailed(const QString& folder, const QString& message);
   void tokens(quint64 request, const QString& text);  // coalesced pieces of the answer
-  void finished(quint64 request, const QString& text, const mlmamba::ui::AnswerStats& stats, bool stopped);
+  void finished(quint64 request, const QString& text, const mlmamba::ui::AnswerStats& stats,
+                bool stopped);
   void failed(quint64 request, const QString& message);
 
  private:
@@ -73,7 +75,8 @@ class InferenceWorker : public QObject {
     std::vector<QString> fingerprints;
   };
   Kept& prepare(const QString& conversation, const QVector<Message>& history, QString* error);
-  GenerateParams params(const GenerationSettings& s, quint64 request, QString* pending, qint64* last_flush);
+  GenerateParams params(const GenerationSettings& s, quint64 request, QString* pending,
+                        qint64* last_flush);
   void run(quint64 request, Session& session, const QString& text, const ImageInput* image,
            const GenerationSettings& settings, Kept* kept);
 

@@ -5,6 +5,7 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QCloseEvent>
+#include <QComboBox>
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDockWidget>
@@ -26,7 +27,6 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSpinBox>
-#include <QComboBox>
 #include <QSplitter>
 #include <QStatusBar>
 #include <QTimer>
@@ -45,7 +45,8 @@ QString resident_memory() {
   const QList<QByteArray> parts = f.readAll().split(' ');
   if (parts.size() < 2) return {};
   const double mib = parts[1].toDouble() * 4096.0 / (1 << 20);
-  return mib > 1024 ? QObject::tr("%1 GiB").arg(mib / 1024, 0, 'f', 1) : QObject::tr("%1 MiB").arg(mib, 0, 'f', 0);
+  return mib > 1024 ? QObject::tr("%1 GiB").arg(mib / 1024, 0, 'f', 1)
+                    : QObject::tr("%1 MiB").arg(mib, 0, 'f', 0);
 }
 
 QString title_from(const QString& text) {
@@ -76,8 +77,8 @@ void DropOverlay::paintEvent(QPaintEvent*) {
   p.drawText(rect(), Qt::AlignCenter, tr("Drop a picture to ask about it"));
 }
 
-MainWindow::MainWindow(Settings* settings, const QString& conversations_root, const QString& bundled_model,
-                       QWidget* parent)
+MainWindow::MainWindow(Settings* settings, const QString& conversations_root,
+                       const QString& bundled_model, QWidget* parent)
     : QMainWindow(parent),
       settings_(settings),
       store_(conversations_root),
@@ -96,11 +97,12 @@ MainWindow::MainWindow(Settings* settings, const QString& conversations_root, co
     composer_->setCanAttach(engine_->model().has_vision);
     updateStatus();
   });
-  connect(engine_, &InferenceController::modelLoadFailed, this, [this](const QString& folder, const QString& why) {
-    updateStatus();
-    QMessageBox::warning(this, tr("Model not loaded"),
-                         tr("The model in %1 could not be loaded:\n\n%2").arg(folder, why));
-  });
+  connect(engine_, &InferenceController::modelLoadFailed, this,
+          [this](const QString& folder, const QString& why) {
+            updateStatus();
+            QMessageBox::warning(this, tr("Model not loaded"),
+                                 tr("The model in %1 could not be loaded:\n\n%2").arg(folder, why));
+          });
   connect(engine_, &InferenceController::busyChanged, this, &MainWindow::setBusy);
   connect(engine_, &InferenceController::tokens, this, [this](quint64 r, const QString& piece) {
     if (r == request_ && answer_row_ >= 0) chat_->appendToken(answer_row_, piece);
@@ -108,7 +110,8 @@ MainWindow::MainWindow(Settings* settings, const QString& conversations_root, co
   connect(engine_, &InferenceController::finished, this,
           [this](quint64 r, const QString&, const AnswerStats& stats, bool stopped) {
             if (r != request_) return;
-            chat_->finishAssistant(answer_row_, stats, stopped ? Message::State::Stopped : Message::State::Done);
+            chat_->finishAssistant(answer_row_, stats,
+                                   stopped ? Message::State::Stopped : Message::State::Done);
             last_speed_ = tr("%1 tokens/s").arg(stats.decode_tokens_per_s, 0, 'f', 1);
             const QString answer = chat_->index(answer_row_).data(ChatModel::TextRole).toString();
             request_ = 0;
@@ -172,7 +175,8 @@ void MainWindow::buildUi() {
   connect(list_view_, &QListView::clicked, this, [this](const QModelIndex& i) {
     openConversation(i.data(ConversationListModel::IdRole).toString());
   });
-  connect(list_view_, &QListView::customContextMenuRequested, this, &MainWindow::showConversationMenu);
+  connect(list_view_, &QListView::customContextMenuRequested, this,
+          &MainWindow::showConversationMenu);
   connect(list_, &ConversationListModel::titleEdited, this, &MainWindow::renameConversation);
 
   // Chat
@@ -197,8 +201,10 @@ void MainWindow::buildUi() {
     chat_view_->doItemsLayout();
   });
   // Follow the answer as it grows.
-  connect(chat_, &QAbstractItemModel::dataChanged, chat_view_, [this] { chat_view_->scrollToBottom(); });
-  connect(chat_, &QAbstractItemModel::rowsInserted, chat_view_, [this] { chat_view_->scrollToBottom(); });
+  connect(chat_, &QAbstractItemModel::dataChanged, chat_view_,
+          [this] { chat_view_->scrollToBottom(); });
+  connect(chat_, &QAbstractItemModel::rowsInserted, chat_view_,
+          [this] { chat_view_->scrollToBottom(); });
   composer_ = new Composer(center);
   composer_->editor()->setAcceptDrops(false);  // drops go to the window, which knows pictures
   connect(composer_, &Composer::sendRequested, this, &MainWindow::send);
@@ -251,7 +257,8 @@ void MainWindow::buildMenus() {
   a->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_R));
   a = chat->addAction(tr("&Copy last answer"), this, &MainWindow::copyLastAnswer);
   a->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_C));
-  a = chat->addAction(tr("Paste picture"), this, [this] { acceptMime(QApplication::clipboard()->mimeData()); });
+  a = chat->addAction(tr("Paste picture"), this,
+                      [this] { acceptMime(QApplication::clipboard()->mimeData()); });
   a->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_V));
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
@@ -275,11 +282,13 @@ void MainWindow::loadConversations() {
   list_->setConversations(all.conversations);
   if (!all.problems.isEmpty()) {
     QStringList lines;
-    for (const StoreProblem& p : all.problems) lines << QStringLiteral("%1: %2").arg(p.path, p.reason);
+    for (const StoreProblem& p : all.problems)
+      lines << QStringLiteral("%1: %2").arg(p.path, p.reason);
     // Reported, never overwritten: the files stay as they are for the person to rescue.
-    statusBar()->showMessage(tr("%n conversation file(s) could not be read and were left untouched.", "",
-                                static_cast<int>(all.problems.size())),
-                             15000);
+    statusBar()->showMessage(
+        tr("%n conversation file(s) could not be read and were left untouched.", "",
+           static_cast<int>(all.problems.size())),
+        15000);
     setProperty("storeProblems", lines);
   }
 }
@@ -490,7 +499,8 @@ bool MainWindow::acceptMime(const QMimeData* mime) {
     }
   }
   if (mime->hasUrls()) {
-    composer_->showNotice(tr("Only pictures on this computer can be dropped (this program works offline)."));
+    composer_->showNotice(
+        tr("Only pictures on this computer can be dropped (this program works offline)."));
     return false;
   }
   if (mime->hasText()) {
@@ -512,7 +522,9 @@ void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
   }
 }
 
-void MainWindow::dragLeaveEvent(QDragLeaveEvent*) { overlay_->hide(); }
+void MainWindow::dragLeaveEvent(QDragLeaveEvent*) {
+  overlay_->hide();
+}
 
 void MainWindow::dropEvent(QDropEvent* event) {
   overlay_->hide();
@@ -542,16 +554,18 @@ void MainWindow::setBusy(bool busy) {
 }
 
 QString MainWindow::statusText() const {
-  return QStringList{model_label_->text(), device_label_->text(), speed_label_->text(), memory_label_->text()}.join(
-      QStringLiteral(" | "));
+  return QStringList{model_label_->text(), device_label_->text(), speed_label_->text(),
+                     memory_label_->text()}
+      .join(QStringLiteral(" | "));
 }
 
 void MainWindow::updateStatus() {
   if (engine_->modelReady()) {
     const ModelSummary& m = engine_->model();
     model_label_->setText(tr("Model: %1").arg(m.name));
-    device_label_->setText(m.fallback_reason.isEmpty() ? tr("Device: %1").arg(m.device)
-                                                       : tr("Device: %1 (GPU not used)").arg(m.device));
+    device_label_->setText(m.fallback_reason.isEmpty()
+                               ? tr("Device: %1").arg(m.device)
+                               : tr("Device: %1 (GPU not used)").arg(m.device));
     device_label_->setToolTip(m.fallback_reason);
   } else {
     model_label_->setText(tr("Loading model…"));
@@ -566,22 +580,26 @@ void MainWindow::showMessageMenu(const QPoint& pos) {
   const QModelIndex index = chat_view_->indexAt(pos);
   if (!index.isValid()) return;
   const int row = index.row();
-  const bool user = index.data(ChatModel::RoleRole).toInt() == static_cast<int>(Message::Role::User);
+  const bool user =
+      index.data(ChatModel::RoleRole).toInt() == static_cast<int>(Message::Role::User);
   QMenu menu(this);
   menu.addAction(tr("Copy"), this, [this, row] { copyMessage(row); });
   if (user) {
     menu.addAction(tr("Edit and resend…"), this, [this, row, index] {
       bool ok = false;
-      const QString text = QInputDialog::getMultiLineText(this, tr("Edit question"), tr("Question:"),
-                                                          index.data(ChatModel::TextRole).toString(), &ok);
+      const QString text =
+          QInputDialog::getMultiLineText(this, tr("Edit question"), tr("Question:"),
+                                         index.data(ChatModel::TextRole).toString(), &ok);
       if (ok && !text.trimmed().isEmpty()) editAndResend(row, text.trimmed());
     });
   } else {
-    menu.addAction(delegate_->statsShown(row) ? tr("Hide statistics") : tr("Show statistics"), this, [this, row] {
-      delegate_->toggleStats(row);
-      chat_view_->doItemsLayout();
-    });
-    if (row == chat_->rowCount() - 1) menu.addAction(tr("Regenerate"), this, &MainWindow::regenerate);
+    menu.addAction(delegate_->statsShown(row) ? tr("Hide statistics") : tr("Show statistics"), this,
+                   [this, row] {
+                     delegate_->toggleStats(row);
+                     chat_view_->doItemsLayout();
+                   });
+    if (row == chat_->rowCount() - 1)
+      menu.addAction(tr("Regenerate"), this, &MainWindow::regenerate);
   }
   menu.exec(chat_view_->viewport()->mapToGlobal(pos));
 }
@@ -667,9 +685,10 @@ void MainWindow::showSettings() {
   const DeviceChoice old_device = settings_->value(setting::device);
   const QString chosen = folder->text().trimmed();
   if (!chosen.isEmpty() && !QFileInfo(chosen + QStringLiteral("/config.json")).isFile()) {
-    QMessageBox::warning(this, tr("Not a model folder"),
-                         tr("%1 has no config.json, so it is not a model folder. The model was not changed.")
-                             .arg(chosen));
+    QMessageBox::warning(
+        this, tr("Not a model folder"),
+        tr("%1 has no config.json, so it is not a model folder. The model was not changed.")
+            .arg(chosen));
   } else {
     settings_->setValue(setting::modelFolder, chosen);
   }
@@ -688,15 +707,17 @@ void MainWindow::showAbout() {
   QMessageBox::about(
       this, tr("About ML-Mamba Desktop"),
       tr("<h3>ML-Mamba Desktop %1</h3>"
-         "<p>A local visual assistant: ML-Mamba (vision encoders, Mamba-2 Scan Connector, Mamba-2 language "
+         "<p>A local visual assistant: ML-Mamba (vision encoders, Mamba-2 Scan Connector, Mamba-2 "
+         "language "
          "model) running on this computer, offline.</p>"
          "<p>Engine %2 · Qt %3<br>Model: %4<br>Device: %5%6</p>"
          "<p>Licences: Qt (LGPLv3), OpenCV (Apache 2.0), OpenBLAS (BSD), ICU (Unicode licence), "
          "nlohmann/json (MIT). The ML-Mamba architecture is described in arXiv 2407.19832.</p>")
-          .arg(QStringLiteral(MLMAMBA_VERSION_STRING), QString::fromUtf8(mlmamba::version().data(),
-                                                                        mlmamba::version().size()),
+          .arg(QStringLiteral(MLMAMBA_VERSION_STRING),
+               QString::fromUtf8(mlmamba::version().data(), mlmamba::version().size()),
                QString::fromLatin1(qVersion()), m.name.isEmpty() ? tr("none") : m.name, m.device,
-               m.fallback_reason.isEmpty() ? QString() : QStringLiteral(" (%1)").arg(m.fallback_reason)));
+               m.fallback_reason.isEmpty() ? QString()
+                                           : QStringLiteral(" (%1)").arg(m.fallback_reason)));
 }
 
 }  // namespace mlmamba::ui

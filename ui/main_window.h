@@ -50,7 +50,7 @@ class MainWindow : public QMainWindow {
   CameraPanel* cameraPanel() const { return camera_; }
   QString modelFolder() const;
   QString statusText() const;
-  bool openFile(const QString& path);  // attaches a picture
+  bool openFile(const QString& path);            // attaches a picture
   bool acceptMime(const class QMimeData* mime);  // what a drop or paste carries
 
  public slots:
@@ -114,7 +114,7 @@ class MainWindow : public QMainWindow {
   QLabel* memory_label_ = nullptr;
   QLabel* speed_label_ = nullptr;
   QProgressBar* loading_ = nullptr;
-  quint64 request_ = 0;       // the chat answer being written
+  quint64 request_ = 0;  // the chat answer being written
   int answer_row_ = -1;
   quint64 live_request_ = 0;  // the camera's live question being answered
   QString last_speed_;

@@ -81,7 +81,9 @@ void MessageDelegate::fillDocument(QTextDocument* doc, const QModelIndex& index,
   if (state == Message::State::Failed) {
     QTextCharFormat err = small;
     err.setForeground(QColor(200, 40, 40));
-    c.insertText(QStringLiteral("\n") + tr("Error: %1").arg(index.data(ChatModel::ErrorRole).toString()), err);
+    c.insertText(
+        QStringLiteral("\n") + tr("Error: %1").arg(index.data(ChatModel::ErrorRole).toString()),
+        err);
   }
   if (!is_user(index) && statsShown(index.row())) {
     const QString s = statsText(index.data(ChatModel::StatsRole).toMap());
@@ -89,28 +91,33 @@ void MessageDelegate::fillDocument(QTextDocument* doc, const QModelIndex& index,
   }
 }
 
-MessageDelegate::Layout MessageDelegate::layout(const QStyleOptionViewItem& option, const QModelIndex& index,
+MessageDelegate::Layout MessageDelegate::layout(const QStyleOptionViewItem& option,
+                                                const QModelIndex& index,
                                                 QTextDocument* doc) const {
   Layout l;
   const int full = std::max(200, option.rect.width());
   const int max_bubble = std::max(160, full * 4 / 5);
   const QPixmap thumb = thumbnail(index.data(ChatModel::ImageRole).toString());
   doc->setTextWidth(max_bubble - 2 * kPadding);
-  const int text_w = std::min(static_cast<int>(std::ceil(doc->idealWidth())), max_bubble - 2 * kPadding);
+  const int text_w =
+      std::min(static_cast<int>(std::ceil(doc->idealWidth())), max_bubble - 2 * kPadding);
   doc->setTextWidth(std::max(text_w, 1));
   const int text_h = static_cast<int>(std::ceil(doc->size().height()));
   const int inner_w = std::max(text_w, thumb.isNull() ? 0 : thumb.width());
   const int thumb_h = thumb.isNull() ? 0 : thumb.height() + kPadding / 2;
   const int bubble_w = inner_w + 2 * kPadding, bubble_h = thumb_h + text_h + 2 * kPadding;
-  const int x = is_user(index) ? option.rect.right() - kMargin - bubble_w : option.rect.left() + kMargin;
+  const int x =
+      is_user(index) ? option.rect.right() - kMargin - bubble_w : option.rect.left() + kMargin;
   l.bubble = QRect(x, option.rect.top() + kMargin / 2, bubble_w, bubble_h);
-  if (!thumb.isNull()) l.thumb = QRect(QPoint(x + kPadding, l.bubble.top() + kPadding), thumb.size());
+  if (!thumb.isNull())
+    l.thumb = QRect(QPoint(x + kPadding, l.bubble.top() + kPadding), thumb.size());
   l.text = QRect(x + kPadding, l.bubble.top() + kPadding + thumb_h, text_w, text_h);
   l.height = bubble_h + kMargin;
   return l;
 }
 
-void MessageDelegate::paint(QPainter* painter, const QStyleOptionViewItem& option, const QModelIndex& index) const {
+void MessageDelegate::paint(QPainter* painter, const QStyleOptionViewItem& option,
+                            const QModelIndex& index) const {
   QTextDocument doc;
   fillDocument(&doc, index, option);
   const Layout l = layout(option, index, &doc);
@@ -118,12 +125,17 @@ void MessageDelegate::paint(QPainter* painter, const QStyleOptionViewItem& optio
   painter->setRenderHint(QPainter::Antialiasing);
   const QPalette& pal = option.palette;
   // Colours come from the system palette, so light and dark themes both read well.
-  const QColor bubble = is_user(index) ? pal.color(QPalette::Highlight).lighter(pal.color(QPalette::Window).lightness() > 128 ? 170 : 60)
-                                       : pal.color(QPalette::AlternateBase);
-  painter->setPen((option.state & QStyle::State_Selected) ? QPen(pal.color(QPalette::Highlight), 1.5) : Qt::NoPen);
+  const QColor bubble = is_user(index)
+                            ? pal.color(QPalette::Highlight)
+                                  .lighter(pal.color(QPalette::Window).lightness() > 128 ? 170 : 60)
+                            : pal.color(QPalette::AlternateBase);
+  painter->setPen((option.state & QStyle::State_Selected)
+                      ? QPen(pal.color(QPalette::Highlight), 1.5)
+                      : Qt::NoPen);
   painter->setBrush(bubble);
   painter->drawRoundedRect(l.bubble, 10, 10);
-  if (!l.thumb.isNull()) painter->drawPixmap(l.thumb, thumbnail(index.data(ChatModel::ImageRole).toString()));
+  if (!l.thumb.isNull())
+    painter->drawPixmap(l.thumb, thumbnail(index.data(ChatModel::ImageRole).toString()));
   painter->translate(l.text.topLeft());
   QAbstractTextDocumentLayout::PaintContext ctx;
   ctx.palette = pal;
@@ -132,7 +144,8 @@ void MessageDelegate::paint(QPainter* painter, const QStyleOptionViewItem& optio
   painter->restore();
 }
 
-QSize MessageDelegate::sizeHint(const QStyleOptionViewItem& option, const QModelIndex& index) const {
+QSize MessageDelegate::sizeHint(const QStyleOptionViewItem& option,
+                                const QModelIndex& index) const {
   QTextDocument doc;
   fillDocument(&doc, index, option);
   return QSize(option.rect.width(), layout(option, index, &doc).height);

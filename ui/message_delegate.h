@@ -16,7 +16,8 @@ class MessageDelegate : public QStyledItemDelegate {
  public:
   using QStyledItemDelegate::QStyledItemDelegate;
 
-  void paint(QPainter* painter, const QStyleOptionViewItem& option, const QModelIndex& index) const override;
+  void paint(QPainter* painter, const QStyleOptionViewItem& option,
+             const QModelIndex& index) const override;
   QSize sizeHint(const QStyleOptionViewItem& option, const QModelIndex& index) const override;
 
   // Statistics under an answer are shown for the rows toggled here.
@@ -31,8 +32,10 @@ class MessageDelegate : public QStyledItemDelegate {
     QRect bubble, thumb, text;
     int height = 0;
   };
-  Layout layout(const QStyleOptionViewItem& option, const QModelIndex& index, QTextDocument* doc) const;
-  void fillDocument(QTextDocument* doc, const QModelIndex& index, const QStyleOptionViewItem& option) const;
+  Layout layout(const QStyleOptionViewItem& option, const QModelIndex& index,
+                QTextDocument* doc) const;
+  void fillDocument(QTextDocument* doc, const QModelIndex& index,
+                    const QStyleOptionViewItem& option) const;
   QPixmap thumbnail(const QString& path) const;
 
   QSet<int> stats_rows_;

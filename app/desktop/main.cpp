@@ -24,7 +24,8 @@ QString bundled_model() {
        {app + QStringLiteral("/../share/mlmamba/models/shapes-demo"),
         QStringLiteral(MLMAMBA_SOURCE_DIR) + QStringLiteral("/resources/models/shapes-demo"),
         QStringLiteral(MLMAMBA_SOURCE_DIR) + QStringLiteral("/tests/fixtures/mlmamba_tiny_dual")}) {
-    if (QFileInfo(candidate + QStringLiteral("/config.json")).isFile()) return QDir(candidate).canonicalPath();
+    if (QFileInfo(candidate + QStringLiteral("/config.json")).isFile())
+      return QDir(candidate).canonicalPath();
   }
   return {};
 }
@@ -47,14 +48,17 @@ int main(int argc, char** argv) {
   cli.setApplicationDescription(QStringLiteral("A local visual assistant."));
   cli.addHelpOption();
   cli.addVersionOption();
-  QCommandLineOption self_check(QStringLiteral("self-check"),
-                                QStringLiteral("Start, load the model, answer one question about the picture "
-                                               "given, print it and quit (for installers and tests)."));
-  QCommandLineOption question(QStringLiteral("question"), QStringLiteral("The question for --self-check."),
+  QCommandLineOption self_check(
+      QStringLiteral("self-check"),
+      QStringLiteral("Start, load the model, answer one question about the picture "
+                     "given, print it and quit (for installers and tests)."));
+  QCommandLineOption question(QStringLiteral("question"),
+                              QStringLiteral("The question for --self-check."),
                               QStringLiteral("text"), QStringLiteral("What shapes do you see?"));
   cli.addOption(self_check);
   cli.addOption(question);
-  cli.addPositionalArgument(QStringLiteral("pictures"), QStringLiteral("Pictures to attach."), QStringLiteral("[files…]"));
+  cli.addPositionalArgument(QStringLiteral("pictures"), QStringLiteral("Pictures to attach."),
+                            QStringLiteral("[files…]"));
   cli.process(app);
   const QStringList files = cli.positionalArguments();
   const bool checking = cli.isSet(self_check);
@@ -71,8 +75,8 @@ int main(int argc, char** argv) {
 
   QSettings store;
   mlmamba::ui::Settings settings(&store);
-  const QString conversations =
-      QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) + QStringLiteral("/conversations");
+  const QString conversations = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) +
+                                QStringLiteral("/conversations");
   mlmamba::ui::MainWindow window(&settings, conversations, bundled_model());
   for (const QString& f : files) window.openFile(QFileInfo(f).absoluteFilePath());
 
@@ -89,7 +93,10 @@ int main(int argc, char** argv) {
       window.send();
     });
     QObject::connect(&window, &mlmamba::ui::MainWindow::answerFinished, &app, [&] {
-      const QString answer = window.chat()->index(window.chat()->rowCount() - 1).data(mlmamba::ui::ChatModel::TextRole).toString();
+      const QString answer = window.chat()
+                                 ->index(window.chat()->rowCount() - 1)
+                                 .data(mlmamba::ui::ChatModel::TextRole)
+                                 .toString();
       printf("%s\n%s\n", qPrintable(window.statusText()), qPrintable(answer));
       code = 0;
       app.exit(0);

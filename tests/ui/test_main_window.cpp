@@ -1,0 +1,214 @@
+// The window as a person uses it, against the real engine and a real model package (the tiny
+// two-encoder package of the golden tests): drops, paste, send, stream, stop, regenerate,
+// persistence.
+#include <QApplication>
+#include <QClipboard>
+#include <QDropEvent>
+#include <QFile>
+#include <QListView>
+#include <QMimeData>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include "composer.h"
+#include "main_window.h"
+
+using namespace mlmamba::ui;
+
+class TestMainWindow : public QObject {
+  Q_OBJECT
+
+ private:
+  const QString model_ = QStringLiteral(MLMAMBA_FIXTURES "/mlmamba_tiny_dual");
+  const QString picture_ = model_ + QStringLiteral("/shapes_96x80.png");
+  const QString long_picture_ = model_ + QStringLiteral("/photo_50x130.png");
+  QTemporaryDir dir_;
+  std::unique_ptr<QSettings> ini_;
+  std::unique_ptr<Settings> settings_;
+
+  std::unique_ptr<MainWindow> open() {
+    auto w = std::make_unique<MainWindow>(settings_.get(), dir_.path() + "/conversations", model_);
+    QSignalSpy loaded(w->engine(), &InferenceController::modelLoaded);
+    if (!w->engine()->modelReady()) loaded.wait(30000);
+    return w;
+  }
+
+  void drop(MainWindow* w, QMimeData* mime) {
+    QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+    QApplication::sendEvent(w, &enter);
+    QDropEvent ev(QPointF(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+    QApplication::sendEvent(w, &ev);
+  }
+
+  bool answer(MainWindow* w, int timeout_ms = 60000) {
+    QSignalSpy done(w, &MainWindow::answerFinished);
+    w->send();
+    return done.wait(timeout_ms);
+  }
+
+ private slots:
+  void initTestCase() {
+    QVERIFY(dir_.isValid());
+    ini_ = std::make_unique<QSettings>(dir_.path() + "/settings.ini", QSettings::IniFormat);
+    settings_ = std::make_unique<Settings>(ini_.get());
+    QVERIFY(QFile::exists(picture_));
+  }
+
+  void loadsTheModelOnAWorkerThread() {
+    auto w = open();
+    QVERIFY(w->engine()->modelReady());
+    QVERIFY(w->statusText().contains("mlmamba_tiny_dual"));
+    QVERIFY(w->statusText().contains("cpu"));
+  }
+
+  void dropsAFileImageDataAndEncodedBytes() {
+    auto w = open();
+    auto* files = new QMimeData;
+    files->setUrls({QUrl::fromLocalFile(picture_)});
+    drop(w.get(), files);
+    QVERIFY(w->composer()->hasAttachment());
+    QCOMPARE(w->composer()->attachmentFile(), picture_);
+    w->composer()->removeAttachment();
+    QVERIFY(!w->composer()->hasAttachment());
+
+    auto* pixels = new QMimeData;
+    pixels->setImageData(QImage(picture_));
+    drop(w.get(), pixels);
+    QVERIFY(w->composer()->hasAttachment());
+    QVERIFY(w->composer()->attachmentFile().isEmpty());
+    w->composer()->removeAttachment();
+
+    // What a browser offers: the encoded file under its MIME type.
+    QFile f(picture_);
+    QVERIFY(f.open(QIODevice::ReadOnly));
+    auto* bytes = new QMimeData;
+    bytes->setData("image/png", f.readAll());
+    drop(w.get(), bytes);
+    QVERIFY(w->composer()->hasAttachment());
+    delete files;
+    delete pixels;
+    delete bytes;
+  }
+
+  void aCorruptPictureGetsAClearMessageInPlace() {
+    auto w = open();
+    const QString fake = dir_.path() + "/not-a-picture.png";
+    QFile f(fake);
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write("this is text, not a PNG");
+    f.close();
+    QVERIFY(!w->openFile(fake));
+    QVERIFY(!w->composer()->hasAttachment());
+    QVERIFY(w->composer()->notice().contains("not-a-picture.png"));
+    auto* junk = new QMimeData;
+    junk->setData("image/png", QByteArray("garbage"));
+    drop(w.get(), junk);
+    QVERIFY(!w->composer()->hasAttachment());
+    QVERIFY(!w->composer()->notice().isEmpty());
+    delete junk;
+  }
+
+  void pastesAPicture() {
+    auto w = open();
+    QApplication::clipboard()->setImage(QImage(picture_));
+    w->composer()->editor()->setFocus();
+    w->composer()->editor()->paste();
+    QVERIFY(w->composer()->hasAttachment());
+  }
+
+  void sendsAndStreamsAnAnswerThenSavesIt() {
+    auto w = open();
+    QVERIFY(w->openFile(picture_));
+    w->composer()->setText("What shapes do you see?");
+    QVERIFY(answer(w.get()));
+    QCOMPARE(w->chat()->rowCount(), 2);
+    const QModelIndex a = w->chat()->index(1);
+    QCOMPARE(a.data(ChatModel::StateRole).toInt(), int(Message::State::Done));
+    QVERIFY(!a.data(ChatModel::TextRole).toString().isEmpty());
+    QVERIFY(!a.data(ChatModel::StatsRole).toMap().isEmpty());
+    QVERIFY(!w->chat()->index(0).data(ChatModel::ImageRole).toString().isEmpty());
+    QVERIFY(!w->composer()->hasAttachment());  // sent with the question
+    const QString id = w->chat()->conversation().id;
+    QVERIFY(QFile::exists(dir_.path() + "/conversations/" + id + "/conversation.json"));
+    QCOMPARE(w->conversations()->rowCount(), 1);
+
+    // A follow-up reuses the kept state: only its own tokens are read.
+    w->composer()->setText("And what colour is the circle?");
+    QVERIFY(answer(w.get()));
+    QCOMPARE(w->chat()->rowCount(), 4);
+    const QVariantMap stats = w->chat()->index(3).data(ChatModel::StatsRole).toMap();
+    QVERIFY(stats.value("prefill_tokens").toInt() < 30);
+  }
+
+  void stopKeepsThePartialAnswer() {
+    QVERIFY(settings_->setValue(setting::maxNewTokens, 4000));
+    auto w = open();
+    QVERIFY(w->openFile(long_picture_));
+    w->composer()->setText("Tell me everything.");
+    QSignalSpy done(w.get(), &MainWindow::answerFinished);
+    // Stop once the answer has visibly started.
+    QMetaObject::Connection c =
+        connect(w->engine(), &InferenceController::tokens, w.get(), [&] { w->stop(); });
+    w->send();
+    QVERIFY(done.wait(60000));
+    disconnect(c);
+    const QModelIndex a = w->chat()->index(1);
+    QCOMPARE(a.data(ChatModel::StateRole).toInt(), int(Message::State::Stopped));
+    QVERIFY(!a.data(ChatModel::TextRole).toString().isEmpty());
+    settings_->setValue(setting::maxNewTokens, 0);
+  }
+
+  void regenerateGivesTheSameGreedyAnswer() {
+    auto w = open();
+    QVERIFY(w->openFile(picture_));
+    w->composer()->setText("What shapes do you see?");
+    QVERIFY(answer(w.get()));
+    const QString first = w->chat()->index(1).data(ChatModel::TextRole).toString();
+    QSignalSpy done(w.get(), &MainWindow::answerFinished);
+    w->regenerate();
+    QVERIFY(done.wait(60000));
+    QCOMPARE(w->chat()->rowCount(), 2);
+    QCOMPARE(w->chat()->index(1).data(ChatModel::TextRole).toString(), first);
+    // Edit and resend replaces the question and what followed.
+    w->editAndResend(0, "Describe the image.");
+    QVERIFY(done.wait(60000));
+    QCOMPARE(w->chat()->rowCount(), 2);
+    QCOMPARE(w->chat()->index(0).data(ChatModel::TextRole).toString(),
+             QString("Describe the image."));
+  }
+
+  void conversationsComeBackAfterARestart() {
+    const QString root = dir_.path() + "/conversations";
+    int before = 0;
+    {
+      auto w = open();
+      before = w->conversations()->rowCount();
+      QVERIFY(before >= 1);
+    }
+    // A damaged file next to them is reported and left byte for byte as it was.
+    QDir().mkpath(root + "/20260101-000000-000-broken");
+    QFile bad(root + "/20260101-000000-000-broken/conversation.json");
+    QVERIFY(bad.open(QIODevice::WriteOnly));
+    bad.write("{ not json");
+    bad.close();
+    auto w = open();
+    QCOMPARE(w->conversations()->rowCount(), before);
+    QVERIFY(!w->property("storeProblems").toStringList().isEmpty());
+    QFile again(root + "/20260101-000000-000-broken/conversation.json");
+    QVERIFY(again.open(QIODevice::ReadOnly));
+    QCOMPARE(again.readAll(), QByteArray("{ not json"));
+    const QString id = w->conversations()->idAt(0);
+    w->openConversation(id);
+    QVERIFY(w->chat()->rowCount() >= 2);
+    // And the conversation goes on from its text.
+    w->composer()->setText("Anything else?");
+    QVERIFY(answer(w.get()));
+    QCOMPARE(w->chat()->index(w->chat()->rowCount() - 1).data(ChatModel::StateRole).toInt(),
+             int(Message::State::Done));
+  }
+};
+
+QTEST_MAIN(TestMainWindow)
+#include "test_main_window.moc"

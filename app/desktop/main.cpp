@@ -4,6 +4,7 @@
 #include <QCommandLineParser>
 #include <QDir>
 #include <QFileInfo>
+#include <QIcon>
 #include <QLocalServer>
 #include <QLocalSocket>
 #include <QSettings>
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   QApplication::setApplicationDisplayName(QStringLiteral("ML-Mamba Desktop"));
   QApplication::setApplicationVersion(QStringLiteral(MLMAMBA_VERSION_STRING));
   QApplication::setDesktopFileName(QStringLiteral("mlmamba-desktop"));
+  QApplication::setWindowIcon(QIcon(QStringLiteral(":/icons/mlmamba-desktop-64.png")));
 
   QCommandLineParser cli;
   cli.setApplicationDescription(QStringLiteral("A local visual assistant."));

@@ -126,6 +126,15 @@ int counterOf(const QImage& image) {
   return c.red() + 256 * c.green();
 }
 
+class QueuedCallCounter : public QObject {
+ public:
+  int count = 0;
+  bool eventFilter(QObject*, QEvent* event) override {
+    if (event->type() == QEvent::MetaCall) ++count;
+    return false;
+  }
+};
+
 }  // namespace
 
 class TestFrameSource : public QObject {
@@ -304,6 +313,10 @@ class TestFrameSource : public QObject {
   // A GUI that stalls gets the newest frame when it comes back, not a backlog of old ones.
   void slowGuiGetsNewestFrameAndFramesAreDropped() {
     FrameGrabber grabber;
+    // Every call the reader queues on the grabber: one per delivered frame at most (plus opened()),
+    // however many frames were read while the GUI was blocked.
+    QueuedCallCounter calls;
+    grabber.installEventFilter(&calls);
     QVector<int> seen;
     connect(&grabber, &FrameGrabber::frameReady, this, [&seen](const QImage& image) {
       seen.push_back(counterOf(image));
@@ -312,7 +325,11 @@ class TestFrameSource : public QObject {
     grabber.start(
         std::make_unique<ScriptedSource>([](int n) { return frame(counterImage(n)); }, 1));
     QTRY_VERIFY_WITH_TIMEOUT(seen.size() >= 4, 5000);
+    grabber.removeEventFilter(&calls);
     grabber.stop();
+    QVERIFY2(
+        calls.count <= seen.size() + 1,
+        qPrintable(QStringLiteral("%1 calls for %2 frames").arg(calls.count).arg(seen.size())));
     // 300 ms of 1 ms reads while the GUI was blocked: the next frame shown is a recent one.
     QVERIFY2(seen.at(2) - seen.at(1) > 100, qPrintable(QString::number(seen.at(2) - seen.at(1))));
     QVERIFY(grabber.framesDropped() > 100);
@@ -336,6 +353,22 @@ class TestFrameSource : public QObject {
     QCOMPARE(frames.count(), count);
     QCOMPARE(finished.count() + lost.count(), 0);
     grabber.stop();  // twice is harmless
+
+    // A source that ends at once: its opened() and finished() are queued but not yet handled when
+    // stop() comes, and must not arrive after it.
+    QSignalSpy opened(&grabber, &FrameGrabber::opened);
+    grabber.start(std::make_unique<ScriptedSource>(
+        [](int) {
+          FrameRead r;
+          r.status = FrameRead::Status::End;
+          return r;
+        },
+        1));
+    QThread::msleep(100);
+    grabber.stop();
+    QTest::qWait(50);
+    QCOMPARE(opened.count(), 0);
+    QCOMPARE(finished.count(), 0);
   }
 
   void restartReplacesTheRunningSource() {

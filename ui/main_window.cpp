@@ -32,6 +32,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include "camera_panel.h"
 #include "composer.h"
 #include "message_delegate.h"
 #include "mlmamba/mlmamba.h"
@@ -108,7 +109,12 @@ MainWindow::MainWindow(Settings* settings, const QString& conversations_root,
     if (r == request_ && answer_row_ >= 0) chat_->appendToken(answer_row_, piece);
   });
   connect(engine_, &InferenceController::finished, this,
-          [this](quint64 r, const QString&, const AnswerStats& stats, bool stopped) {
+          [this](quint64 r, const QString& text, const AnswerStats& stats, bool stopped) {
+            if (r == live_request_) {
+              live_request_ = 0;
+              camera_->liveAnswer(text);
+              return;
+            }
             if (r != request_) return;
             chat_->finishAssistant(answer_row_, stats,
                                    stopped ? Message::State::Stopped : Message::State::Done);
@@ -125,6 +131,11 @@ MainWindow::MainWindow(Settings* settings, const QString& conversations_root,
             emit answerFinished();
           });
   connect(engine_, &InferenceController::failed, this, [this](quint64 r, const QString& message) {
+    if (r == live_request_) {
+      live_request_ = 0;
+      camera_->liveAnswerFailed(message);
+      return;
+    }
     if (r != request_) return;
     chat_->finishAssistant(answer_row_, {}, Message::State::Failed, message);
     request_ = 0;
@@ -222,6 +233,31 @@ void MainWindow::buildUi() {
 
   overlay_ = new DropOverlay(this);
 
+  // The camera lives in a dock: it can sit beside the chat, float, or be closed.
+  camera_ = new CameraPanel(settings_->value(setting::cameraIntervalSeconds), this);
+  camera_->setPreferredCamera(settings_->value(setting::cameraDeviceIndex));
+  camera_dock_ = new QDockWidget(tr("Camera"), this);
+  camera_dock_->setObjectName(QStringLiteral("camera"));
+  camera_dock_->setWidget(camera_);
+  addDockWidget(Qt::RightDockWidgetArea, camera_dock_);
+  camera_dock_->hide();
+  connect(camera_, &CameraPanel::frameCaptured, this, [this](const QImage& frame) {
+    composer_->attachImage(frame, tr("Camera frame"));
+    composer_->editor()->setFocus();
+  });
+  connect(camera_, &CameraPanel::liveQuestion, this,
+          [this](const QImage& frame, const QString& question) {
+            if (!engine_->modelReady()) {
+              camera_->liveAnswerFailed(tr("The model is not loaded yet."));
+              return;
+            }
+            live_request_ = engine_->askAboutFrame(frame, question, generationSettings());
+          });
+  connect(camera_, &CameraPanel::liveIntervalChanged, this,
+          [this](int seconds) { settings_->setValue(setting::cameraIntervalSeconds, seconds); });
+  connect(camera_, &CameraPanel::cameraChosen, this,
+          [this](int index) { settings_->setValue(setting::cameraDeviceIndex, index); });
+
   model_label_ = new QLabel(this);
   device_label_ = new QLabel(this);
   memory_label_ = new QLabel(this);
@@ -260,6 +296,12 @@ void MainWindow::buildMenus() {
   a = chat->addAction(tr("Paste picture"), this,
                       [this] { acceptMime(QApplication::clipboard()->mimeData()); });
   a->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_V));
+
+  QMenu* view = menuBar()->addMenu(tr("&View"));
+  QAction* camera = camera_dock_->toggleViewAction();
+  camera->setText(tr("&Camera"));
+  camera->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_K));
+  view->addAction(camera);
 
   QMenu* help = menuBar()->addMenu(tr("&Help"));
   help->addAction(tr("&About ML-Mamba Desktop"), this, &MainWindow::showAbout);
@@ -542,6 +584,7 @@ void MainWindow::resizeEvent(QResizeEvent* event) {
 
 void MainWindow::closeEvent(QCloseEvent* event) {
   if (request_ != 0) engine_->stop();
+  camera_->stop();
   settings_->setValue(setting::windowGeometry, saveGeometry());
   settings_->setValue(setting::windowState, saveState());
   QMainWindow::closeEvent(event);
@@ -549,6 +592,8 @@ void MainWindow::closeEvent(QCloseEvent* event) {
 
 void MainWindow::setBusy(bool busy) {
   composer_->setBusy(busy && request_ != 0);
+  // A finished live answer leaves the worker idle while the chat's request may still be pending.
+  if (!busy) composer_->setBusy(false);
   loading_->setVisible(busy && !engine_->modelReady());
   updateStatus();
 }

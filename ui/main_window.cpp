@@ -525,8 +525,12 @@ bool MainWindow::acceptMime(const QMimeData* mime) {
     }
   }
   if (mime->hasImage()) {
-    composer_->attachImage(qvariant_cast<QImage>(mime->imageData()), tr("Dropped picture"));
-    return true;
+    const QImage image = qvariant_cast<QImage>(mime->imageData());
+    // Some sources announce an image but only carry it encoded: those are read below.
+    if (!image.isNull()) {
+      composer_->attachImage(image, tr("Dropped picture"));
+      return true;
+    }
   }
   // Browsers offer the encoded file itself under its MIME type.
   for (const QString& format : mime->formats()) {

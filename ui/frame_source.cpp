@@ -3,6 +3,7 @@
 #include <QFile>
 #include <QFileInfo>
 #include <QMetaObject>
+#include <QMutex>
 #include <QMutexLocker>
 #include <QThread>
 #include <QTimer>
@@ -11,6 +12,7 @@
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <exception>
 
@@ -468,16 +470,29 @@ bool writeVideoFile(const QString& path, const QVector<QImage>& frames, double f
 
 namespace {
 enum Outcome { kOpened, kFailed, kLost, kFinished };
-}
+
+// Long enough for any healthy source to finish its current read or open; a V4L2 read on a camera
+// that stopped answering can block for OpenCV's select timeout (10 s), which the GUI must not wait.
+constexpr unsigned long kJoinTimeoutMs = 2000;
+}  // namespace
+
+struct FrameGrabber::Run {
+  QMutex mutex;
+  FrameGrabber* owner = nullptr;  // null once the grabber has let go of this run
+  QImage pending;                 // at most one frame waits for the GUI
+  bool fetch_queued = false;      // and at most one queued call fetches it
+  qint64 dropped = 0;
+  std::atomic<bool> stop{false};
+};
 
 // Lives on the grabber's thread; talks back only through queued calls on the grabber, and is
 // deleted on its own thread when that thread finishes (so the source is closed where it was
 // opened).
 class FrameGrabber::Worker : public QObject {
  public:
-  Worker(FrameGrabber* owner, std::unique_ptr<FrameSource> source, quint64 generation,
+  Worker(std::shared_ptr<Run> run, std::unique_ptr<FrameSource> source, quint64 generation,
          int failures_before_lost)
-      : owner_(owner),
+      : run_(std::move(run)),
         source_(std::move(source)),
         generation_(generation),
         failures_before_lost_(failures_before_lost) {}
@@ -488,7 +503,7 @@ class FrameGrabber::Worker : public QObject {
   }
 
   void begin() {
-    if (owner_->stop_requested_) return;
+    if (run_->stop) return;
     QString error;
     bool ok = false;
     try {
@@ -515,7 +530,7 @@ class FrameGrabber::Worker : public QObject {
 
  private:
   void tick() {
-    if (done_ || owner_->stop_requested_) return;
+    if (done_ || run_->stop) return;
     FrameRead r;
     try {
       r = source_->read();
@@ -543,15 +558,15 @@ class FrameGrabber::Worker : public QObject {
   }
 
   void deliver(QImage image) {
-    QMutexLocker lock(&owner_->mutex_);
-    if (!owner_->pending_.isNull()) ++owner_->dropped_;
-    owner_->pending_ = std::move(image);
-    if (owner_->fetch_queued_) return;
-    owner_->fetch_queued_ = true;
-    FrameGrabber* owner = owner_;
+    QMutexLocker lock(&run_->mutex);
+    if (!run_->pending.isNull()) ++run_->dropped;
+    run_->pending = std::move(image);
+    if (run_->fetch_queued || !run_->owner) return;
+    run_->fetch_queued = true;
+    FrameGrabber* owner = run_->owner;
     const quint64 generation = generation_;
     QMetaObject::invokeMethod(
-        owner_, [owner, generation] { owner->takeFrame(generation); }, Qt::QueuedConnection);
+        owner, [owner, generation] { owner->takeFrame(generation); }, Qt::QueuedConnection);
   }
 
   void finish(Outcome outcome, const QString& message) {
@@ -560,16 +575,19 @@ class FrameGrabber::Worker : public QObject {
     post(outcome, message);
   }
 
+  // Under the run's lock, so the grabber cannot be destroyed between the check and the call.
   void post(Outcome outcome, const QString& message) {
-    FrameGrabber* owner = owner_;
+    QMutexLocker lock(&run_->mutex);
+    if (!run_->owner) return;
+    FrameGrabber* owner = run_->owner;
     const quint64 generation = generation_;
     QMetaObject::invokeMethod(
-        owner_,
+        owner,
         [owner, generation, outcome, message] { owner->endWith(generation, outcome, message); },
         Qt::QueuedConnection);
   }
 
-  FrameGrabber* owner_;
+  std::shared_ptr<Run> run_;
   std::unique_ptr<FrameSource> source_;
   quint64 generation_;
   int failures_before_lost_;
@@ -589,20 +607,19 @@ void FrameGrabber::start(std::unique_ptr<FrameSource> source) {
   joinThread();
   if (!source) return;
   ++generation_;
-  stop_requested_ = false;
   latest_ = QImage();
   delivered_ = 0;
-  {
-    QMutexLocker lock(&mutex_);
-    dropped_ = 0;
-  }
+  run_ = std::make_shared<Run>();
+  run_->owner = this;
   thread_ = new QThread;
   thread_->setObjectName(QStringLiteral("frame grabber"));
-  worker_ = new Worker(this, std::move(source), generation_, failures_before_lost_);
-  worker_->moveToThread(thread_);
-  Worker* worker = worker_;
-  connect(thread_, &QThread::started, worker_, [worker] { worker->begin(); });
-  connect(thread_, &QThread::finished, worker_, &QObject::deleteLater);
+  auto* worker = new Worker(run_, std::move(source), generation_, failures_before_lost_);
+  worker->moveToThread(thread_);
+  connect(thread_, &QThread::started, worker, [worker] { worker->begin(); });
+  connect(thread_, &QThread::finished, worker, &QObject::deleteLater);
+  // Only matters for a thread abandoned by joinThread(): a joined one is deleted there, which also
+  // drops this queued deletion.
+  connect(thread_, &QThread::finished, thread_, &QObject::deleteLater);
   thread_->start();
 }
 
@@ -611,18 +628,19 @@ void FrameGrabber::stop() {
 }
 
 qint64 FrameGrabber::framesDropped() const {
-  QMutexLocker lock(&mutex_);
-  return dropped_;
+  if (!run_) return 0;
+  QMutexLocker lock(&run_->mutex);
+  return run_->dropped;
 }
 
 void FrameGrabber::takeFrame(quint64 generation) {
-  if (generation != generation_) return;
+  if (generation != generation_ || !run_) return;
   QImage frame;
   {
-    QMutexLocker lock(&mutex_);
-    frame = std::move(pending_);
-    pending_ = QImage();
-    fetch_queued_ = false;
+    QMutexLocker lock(&run_->mutex);
+    frame = std::move(run_->pending);
+    run_->pending = QImage();
+    run_->fetch_queued = false;
   }
   if (frame.isNull()) return;
   latest_ = frame;
@@ -654,17 +672,24 @@ void FrameGrabber::endWith(quint64 generation, int outcome, const QString& messa
 
 void FrameGrabber::joinThread() {
   if (!thread_) return;
-  stop_requested_ = true;
+  run_->stop = true;
   thread_->quit();
-  thread_->wait();
-  // The worker deleted itself on its thread as the thread finished.
-  delete thread_;
+  {
+    // From here on the reader posts nothing to this grabber, even if it is still running.
+    QMutexLocker lock(&run_->mutex);
+    run_->owner = nullptr;
+    run_->pending = QImage();
+    run_->fetch_queued = false;
+  }
+  if (thread_->wait(kJoinTimeoutMs)) {
+    // The worker deleted itself on its thread as the thread finished.
+    delete thread_;
+  } else {
+    qWarning("Frame source did not stop within %lu ms; leaving it to finish on its own",
+             kJoinTimeoutMs);
+  }
   thread_ = nullptr;
-  worker_ = nullptr;
   ++generation_;
-  QMutexLocker lock(&mutex_);
-  pending_ = QImage();
-  fetch_queued_ = false;
 }
 
 }  // namespace mlmamba::ui

@@ -4,12 +4,10 @@
 #pragma once
 
 #include <QImage>
-#include <QMutex>
 #include <QObject>
 #include <QString>
 #include <QVector>
 
-#include <atomic>
 #include <memory>
 
 class QThread;
@@ -131,7 +129,8 @@ class FrameGrabber : public QObject {
   // opened() or failed().
   void start(std::unique_ptr<FrameSource> source);
   // Joins the thread before returning; emits nothing, and no signal of the stopped source arrives
-  // afterwards. Safe to call when not running.
+  // afterwards. Safe to call when not running. A source stuck inside its driver for more than a
+  // couple of seconds is left to finish on its own rather than freezing the GUI.
   void stop();
   bool isRunning() const { return thread_ != nullptr; }
 
@@ -156,21 +155,16 @@ class FrameGrabber : public QObject {
 
  private:
   class Worker;
+  struct Run;
 
   void takeFrame(quint64 generation);
   void endWith(quint64 generation, int outcome, const QString& message);
   void joinThread();
 
   QThread* thread_ = nullptr;
-  Worker* worker_ = nullptr;
-  // Handed from the reader to the GUI: at most one frame waits here, with at most one queued call
-  // to fetch it.
-  mutable QMutex mutex_;
-  QImage pending_;
-  bool fetch_queued_ = false;
-  qint64 dropped_ = 0;
-
-  std::atomic<bool> stop_requested_{false};
+  // What the GUI and the reader of the current (or last) run share. The reader holds it too, so a
+  // reader stuck in a driver call can be abandoned without leaving it a dangling grabber.
+  std::shared_ptr<Run> run_;
   // Queued calls carry the generation they were made for; a stop or restart makes older ones stale.
   quint64 generation_ = 0;
   QImage latest_;

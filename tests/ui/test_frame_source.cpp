@@ -400,6 +400,33 @@ class TestFrameSource : public QObject {
     QVERIFY(failed.wait(2000));
   }
 
+  // A driver call that does not come back (a camera in a bad state) must not freeze the GUI: stop()
+  // gives up after a bounded wait and the reader finishes on its own later.
+  void aStuckSourceIsAbandonedNotWaitedFor() {
+    const int before = ScriptedSource::closed_or_destroyed;
+    auto* grabber = new FrameGrabber;
+    QSignalSpy frames(grabber, &FrameGrabber::frameReady);
+    QSignalSpy lost(grabber, &FrameGrabber::sourceLost);
+    grabber->start(std::make_unique<ScriptedSource>(
+        [](int n) {
+          if (n == 1) QThread::msleep(3000);
+          return n == 1 ? failure(QStringLiteral("stuck")) : frame(counterImage(n));
+        },
+        5));
+    QVERIFY(frames.wait(2000));
+    QThread::msleep(50);  // into the stuck read
+    QElapsedTimer clock;
+    clock.start();
+    grabber->stop();
+    QVERIFY2(clock.elapsed() < 2600, qPrintable(QString::number(clock.elapsed())));
+    QVERIFY(!grabber->isRunning());
+    delete grabber;  // while the abandoned reader is still inside read()
+    QCOMPARE(ScriptedSource::closed_or_destroyed - before, 0);
+    // It returns, sees it was stopped, and closes its source on its own thread.
+    QTRY_COMPARE_WITH_TIMEOUT(ScriptedSource::closed_or_destroyed - before, 1, 4000);
+    QCOMPARE(lost.count(), 0);
+  }
+
   void destructionWhileRunningOrOpeningIsClean() {
     const int before = ScriptedSource::closed_or_destroyed;
     {

@@ -1,5 +1,6 @@
 #include "frame_source.h"
 
+#include <QElapsedTimer>
 #include <QFile>
 #include <QFileInfo>
 #include <QMetaObject>
@@ -37,6 +38,9 @@ constexpr int kCameraIntervalMs = 33;
 constexpr int kFallbackIntervalMs = 33;
 // Some V4L2 drivers hand out a few empty buffers right after the stream starts.
 constexpr int kFirstFrameAttempts = 5;
+// A camera that opens but sends nothing blocks each read for OpenCV's V4L2 select timeout; retries
+// stop once this much time has gone.
+constexpr qint64 kFirstFrameBudgetMs = 3000;
 
 std::string localPath(const QString& path) {
   return QFile::encodeName(path).toStdString();
@@ -182,7 +186,11 @@ bool CameraSource::open(QString* error) {
     return false;
   }
   // A camera held by another program often opens fine and then never delivers a frame.
-  for (int attempt = 0; attempt < kFirstFrameAttempts && first_.isNull(); ++attempt) {
+  QElapsedTimer clock;
+  clock.start();
+  for (int attempt = 0;
+       attempt < kFirstFrameAttempts && first_.isNull() && clock.elapsed() < kFirstFrameBudgetMs;
+       ++attempt) {
     const FrameRead r = read();
     if (r.status == FrameRead::Status::Frame) first_ = r.image;
   }

@@ -281,7 +281,7 @@ void CameraPanel::setCameras(const QVector<CameraInfo>& cameras) {
               ? tr("1 camera found. Press Start to see it.")
               : tr("%1 cameras found. Press Start to see the chosen one.").arg(cameras_.size()));
     }
-    preview_->setMessage(tr("No picture"));
+    if (newest_.isNull()) preview_->setMessage(tr("No picture"));
   }
   updateControls();
 }

@@ -68,6 +68,13 @@ PRESETS = {
                  projector_hidden=512,
                  llm=dict(d_model=256, n_layer=6, d_state=32, headdim=32, ngroups=1, expand=2, d_conv=4,
                           chunk_size=64)),
+    # For CPU experiments on the training recipe (a few hundred steps on two cores).
+    "cpu": dict(image_size=96, patch=12, enc_dims=(64, 48), enc_heads=(2, 2), enc_mlp=(128, 96),
+                enc_depth=(2, 2), mlp_out=64,
+                msc=dict(n_layer=1, d_state=8, headdim=16, ngroups=1, expand=2, d_conv=4, chunk_size=32),
+                projector_hidden=96,
+                llm=dict(d_model=64, n_layer=2, d_state=16, headdim=16, ngroups=1, expand=2, d_conv=4,
+                         chunk_size=32)),
     # For CPU smoke tests of the whole script.
     "tiny": dict(image_size=48, patch=12, enc_dims=(32, 24), enc_heads=(2, 2), enc_mlp=(64, 48),
                  enc_depth=(2, 2), mlp_out=32,
@@ -261,8 +268,10 @@ class ShapesData(torch.utils.data.Dataset):
     """Item i = one scene (seed `seed_base + i`), its picture at image.size and `questions`
     conversations about it, tokenised with loss targets."""
 
-    def __init__(self, shapes_dir, tok_json, image_size, questions, seed_base, two_turn=0.1, length=10 ** 8):
+    def __init__(self, shapes_dir, tok_json, image_size, questions, seed_base, two_turn=0.1, length=10 ** 8,
+                 grid=12, families=None):
         assert seed_base + length <= TRAIN_SEED_LIMIT, "training seeds must stay below 10^9"
+        self.grid, self.families = grid, families
         self.shapes_dir, self.tok_json = shapes_dir, tok_json
         self.image_size, self.questions, self.seed_base = image_size, questions, seed_base
         self.two_turn, self.length = two_turn, length
@@ -278,7 +287,7 @@ class ShapesData(torch.utils.data.Dataset):
 
     def _qa(self, scene, rng):
         W = self._W
-        fams = list(FAMILY_WEIGHTS)
+        fams = [f for f in FAMILY_WEIGHTS if self.families is None or f in self.families]
         p = np.array([FAMILY_WEIGHTS[f] for f in fams])
         for _ in range(6):
             fam = fams[int(rng.choice(len(fams), p=p / p.sum()))]
@@ -305,7 +314,23 @@ class ShapesData(torch.utils.data.Dataset):
             if rng.random() < self.two_turn:
                 turns.append(self._qa(scene, rng))
             convs.append(encode_conversation(self._tok, [(q, a) for _, q, a in turns], [f for f, _, _ in turns]))
-        return pix, convs
+        return pix, convs, patch_labels(W, scene, self.grid)
+
+
+def patch_labels(W, scene, grid):
+    """[grid*grid, 3] int64 targets of the training-only probe: colour (0 = none, 1..8), shape
+    (0, 1..4) and size (0, 1..2) of the object whose box holds the patch centre (the nearest box
+    centre, relative to its size, where boxes overlap)."""
+    c = (np.arange(grid) + 0.5) / grid
+    u, v = np.meshgrid(c, c)                                               # u = x (column), v = y (row)
+    best = np.full((grid, grid), np.inf)
+    lab = np.zeros((grid, grid, 3), np.int64)
+    for o in scene.objects:
+        d = np.maximum(np.abs(u - o.cx) / (o.w / 2), np.abs(v - o.cy) / (o.h / 2))
+        hit = (d <= 1.0) & (d < best)
+        best[hit] = d[hit]
+        lab[hit] = (1 + W.COLOUR_NAMES.index(o.colour), 1 + W.SHAPES.index(o.shape), 1 + W.SIZES.index(o.size))
+    return lab.reshape(grid * grid, 3)
 
 
 def encode_conversation(tok, turns, families):
@@ -325,6 +350,22 @@ def encode_conversation(tok, turns, families):
     return {"ids": ids, "tgt": tgt[1:] + [-100], "wts": wts[1:] + [0.0], "family": families[0]}
 
 
+PROBE_CLASSES = (9, 5, 3)                                                   # colour, shape, size (+ none)
+
+
+def probe_loss(probe, visual, labels):
+    """Mean cross-entropy of the probe on RMS-normalised visual rows: the picture must be a large
+    part of each row, not a small change on a constant, to be read from the normalised row."""
+    v = visual.float()
+    v = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6)
+    out = probe(v).float()
+    loss, k = 0.0, 0
+    for j, n in enumerate(PROBE_CLASSES):
+        loss = loss + F.cross_entropy(out[..., k:k + n].reshape(-1, n), labels[..., j].reshape(-1))
+        k += n
+    return loss / len(PROBE_CLASSES)
+
+
 def collate(batch):
     pix = torch.from_numpy(np.stack([b[0] for b in batch]))                 # [B, S, S, 3] uint8
     convs = [(i, c) for i, b in enumerate(batch) for c in b[1]]
@@ -339,7 +380,8 @@ def collate(batch):
         tgt[n, :k] = torch.tensor(c["tgt"])
         wts[n, :k] = torch.tensor(c["wts"])
     img_index = torch.tensor([i for i, _ in convs])
-    return pix, ids, tgt, wts, img_index
+    labels = torch.from_numpy(np.stack([b[2] for b in batch]))            # [B, grid*grid, 3]
+    return pix, ids, tgt, wts, img_index, labels
 
 
 class RangeSampler(torch.utils.data.Sampler):
@@ -557,6 +599,8 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--shard-mb", type=float, default=8.0)
     ap.add_argument("--resume", default=None)
+    ap.add_argument("--aux-weight", type=float, default=0.5, help="weight of the visual-row probe loss")
+    ap.add_argument("--families", default=None, help="comma-separated families to train on (default: all)")
     ap.add_argument("--bench-steps", type=int, default=0,
                     help="first time this many forward+backward passes on one batch (GPU speed without data waits)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -642,7 +686,9 @@ def main(argv=None):
     # ---- data ------------------------------------------------------------------------------------
     start_index = int(ckpt["next_index"]) if ckpt else 0
     seed_base = (a.seed % 90) * 10 ** 7                   # distinct seeds per --seed, all below 10^9
-    data = ShapesData(a.shapes_dir, tok_json, S, a.questions, seed_base, length=10 ** 7)
+    grid = S // cfg["vision_backbone"]["encoders"][0]["patch_size"]
+    data = ShapesData(a.shapes_dir, tok_json, S, a.questions, seed_base, length=10 ** 7, grid=grid,
+                      families=a.families.split(",") if a.families else None)
     n_items = min(10 ** 7 - start_index, a.max_steps * a.batch_images + a.batch_images * 8)
     loader = torch.utils.data.DataLoader(
         data, batch_size=a.batch_images, sampler=RangeSampler(start_index, n_items), collate_fn=collate,
@@ -657,8 +703,17 @@ def main(argv=None):
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters; image {S}px, grid {model.grid}x{model.grid}")
-    decay = [p for n, p in model.named_parameters() if not M.no_decay(n, p)]
-    no_dec = [p for n, p in model.named_parameters() if M.no_decay(n, p)]
+    # Training-only probe on the visual rows (never exported): it asks every row to tell the colour,
+    # shape and size of the object under its patch, so the rows the language model reads carry the
+    # picture from the first steps on. Without it the run collapsed: the language model learnt the
+    # answer priors, the rows became a large picture-independent constant and never recovered.
+    probe = torch.nn.Linear(cfg["llm_backbone"]["d_model"], sum(PROBE_CLASSES))
+    torch.nn.init.zeros_(probe.weight)                                   # no jolt to the rows at the start
+    if ckpt and ckpt.get("probe"):
+        probe.load_state_dict(ckpt["probe"])
+    probe.to(device)
+    decay = [p for n, p in model.named_parameters() if not M.no_decay(n, p)] + [probe.weight]
+    no_dec = [p for n, p in model.named_parameters() if M.no_decay(n, p)] + [probe.bias]
     groups = [{"params": decay, "weight_decay": a.weight_decay}, {"params": no_dec, "weight_decay": 0.0}]
     try:
         opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
@@ -670,7 +725,7 @@ def main(argv=None):
 
     # ---- loop ------------------------------------------------------------------------------------
     V = model.grid ** 2
-    steps, losses, evals = [], [], []
+    steps, losses, aux_losses, evals = [], [], [], []
     step = 0
     t_train = elapsed()
     train_span = max(1.0, a.train_seconds - t_train)
@@ -678,7 +733,7 @@ def main(argv=None):
     data_wait = 0.0
     tokens_seen = 0
     if a.bench_steps:
-        pix, ids, tgt, wts, img_index = next(it_loader)
+        pix, ids, tgt, wts, img_index, _ = next(it_loader)
         pix = pix.to(device).permute(0, 3, 1, 2).float().div_(255.0)
         ids, tgt, wts, img_index = (t.to(device) for t in (ids, tgt, wts, img_index))
         for k in range(a.bench_steps + 2):
@@ -700,7 +755,7 @@ def main(argv=None):
     while step < a.max_steps and elapsed() < a.train_seconds:
         tw = time.time()
         try:
-            pix, ids, tgt, wts, img_index = next(it_loader)
+            pix, ids, tgt, wts, img_index, labels = next(it_loader)
         except StopIteration:
             break
         data_wait += time.time() - tw
@@ -709,7 +764,8 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr
         pix = pix.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        ids, tgt, wts, img_index = (t.to(device, non_blocking=True) for t in (ids, tgt, wts, img_index))
+        ids, tgt, wts, img_index, labels = (t.to(device, non_blocking=True)
+                                            for t in (ids, tgt, wts, img_index, labels))
         with autocast(device):
             visual = model.encode_images(pix)
             h = model.hidden(visual, ids, img_index)[:, V:]            # text positions
@@ -718,18 +774,20 @@ def main(argv=None):
         ce = F.cross_entropy(logits.float(), tgt[sel], reduction="none")
         w = wts[sel]
         loss = (ce * w).sum() / w.sum()
+        aux = probe_loss(probe, visual, labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+        (loss + a.aux_weight * aux).backward()
+        gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(probe.parameters()), a.clip)
         opt.step()
         step += 1
         tokens_seen += int(sel.sum())
         lv = float(loss.detach())
         steps.append(step0 + step)
         losses.append(lv)
+        aux_losses.append(float(aux.detach()))
         if step % 25 == 0 or step <= 3:
             rate = step / max(1e-9, elapsed() - t_train)
-            log(f"step {step0 + step} loss {lv:.4f} lr {lr:.2e} gnorm {float(gn):.2f} {rate:.2f} steps/s "
+            log(f"step {step0 + step} loss {lv:.4f} probe {aux_losses[-1]:.3f} lr {lr:.2e} gnorm {float(gn):.2f} {rate:.2f} steps/s "
                 f"data-wait {data_wait:.1f}s seqs {ids.shape[0]}x{ids.shape[1] + V}")
         if elapsed() - last_eval >= a.eval_every and elapsed() < a.train_seconds - 20:
             acc, _ = evaluate(model, tok, periodic_items, device, cfg["generation"]["max_new_tokens"], W)
@@ -769,6 +827,7 @@ def main(argv=None):
     log(f"f16 storage: logits rel err {f16_err:.2e}")
 
     ck = {"model": {k: v.detach().float().cpu() for k, v in model_cpu.state_dict().items()},
+          "probe": {k: v.detach().float().cpu() for k, v in probe.state_dict().items()},
           "optimizer": opt.state_dict(), "config": cfg, "tokenizer_json": tok_json,
           "step": step0 + step, "next_index": start_index + step * a.batch_images, "seed": a.seed,
           "args": vars(a)}
@@ -802,7 +861,8 @@ def main(argv=None):
         "pictures_seen": step * a.batch_images, "total_seconds": round(elapsed(), 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "loss_curve": {"step": steps[::max(1, len(steps) // 400)],
-                       "loss": [round(v, 5) for v in losses[::max(1, len(losses) // 400)]]},
+                       "loss": [round(v, 5) for v in losses[::max(1, len(losses) // 400)]],
+                       "probe_loss": [round(v, 5) for v in aux_losses[::max(1, len(aux_losses) // 400)]]},
         "evaluations": evals, "final_accuracy": acc, "final_errors": examples,
         "package_bytes": pkg_bytes, "package_files": files, "f16_logits_rel_err": f16_err,
         "tokenizer_ids": tok.n_ids, "description_tokens_max": max(desc_len),

@@ -266,6 +266,12 @@ void MainWindow::buildUi() {
   loading_->setRange(0, 0);  // the engine gives no fraction while loading: a busy indicator
   loading_->setMaximumWidth(120);
   loading_->setAccessibleName(tr("Loading the model"));
+  // Fixed widths: numbers that change every two seconds must not make the bar jump or clip.
+  const QFontMetrics fm(font());
+  speed_label_->setMinimumWidth(fm.horizontalAdvance(QStringLiteral("99999.9 tokens/s")));
+  memory_label_->setMinimumWidth(fm.horizontalAdvance(QStringLiteral("Memory: 999.9 GiB")));
+  speed_label_->setAccessibleName(tr("Speed of the last answer"));
+  memory_label_->setAccessibleName(tr("Memory in use"));
   statusBar()->addWidget(model_label_);
   statusBar()->addWidget(device_label_);
   statusBar()->addWidget(loading_);

@@ -57,7 +57,12 @@ int main(int argc, char** argv) {
   QCommandLineOption question(QStringLiteral("question"),
                               QStringLiteral("The question for --self-check."),
                               QStringLiteral("text"), QStringLiteral("What shapes do you see?"));
+  QCommandLineOption screenshot(
+      QStringLiteral("screenshot"),
+      QStringLiteral("With --self-check: save a picture of the window with the answer."),
+      QStringLiteral("file"));
   cli.addOption(self_check);
+  cli.addOption(screenshot);
   cli.addOption(question);
   cli.addPositionalArgument(QStringLiteral("pictures"), QStringLiteral("Pictures to attach."),
                             QStringLiteral("[files…]"));
@@ -100,6 +105,9 @@ int main(int argc, char** argv) {
                                  .data(mlmamba::ui::ChatModel::TextRole)
                                  .toString();
       printf("%s\n%s\n", qPrintable(window.statusText()), qPrintable(answer));
+      if (cli.isSet(screenshot) && !window.grab().save(cli.value(screenshot))) {
+        fprintf(stderr, "self-check: could not write %s\n", qPrintable(cli.value(screenshot)));
+      }
       code = 0;
       app.exit(0);
     });

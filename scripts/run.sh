@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and answers a question about a picture.
+# The main job: installs what is missing, builds, then opens the desktop program where there is a
+# display, otherwise answers a question about a picture in the terminal.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
@@ -20,6 +21,11 @@ else
   note=" (random-weight test model)"
 fi
 question="${1:-What shapes do you see?}"
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${MLMAMBA_NO_GUI:-}" ]; then
+  # A display: the desktop program, with the picture attached and the model loading.
+  echo "== starting mlmamba-desktop$note"
+  exec "$build/app/mlmamba-desktop" "$picture"
+fi
 echo
 echo "== model$note"
 "$cli" info --model "$model"

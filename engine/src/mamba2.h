@@ -1,4 +1,4 @@
-// The Mamba-2 mixer and language model on the CPU, fp32 (MODEL.md §3).
+// The Mamba-2 mixer and language model on the CPU, fp32 (docs/MODEL.md §3).
 //
 // Layouts are token-major: a sequence of T rows of `width` floats. The scan has two forms that
 // compute the same function: the plain per-token recurrence (the reference) and the chunked SSD

@@ -71,7 +71,7 @@ double rel_error(const std::vector<float>& a, const std::vector<double>& ref) {
   return std::sqrt(num / den);
 }
 
-// MODEL.md §3 transcribed literally, in double, one token at a time.
+// docs/MODEL.md §3 transcribed literally, in double, one token at a time.
 std::vector<double> reference_mixer(const RandomMixer& m, const std::vector<float>& x, int T) {
   const Mamba2Dims& d = m.d;
   const int W = d.d_in_proj(), CD = d.conv_dim(), P = d.headdim, N = d.d_state;

@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of the Mamba-2 language model (docs MODEL.md section 3).
+"""Independent PyTorch reference of the Mamba-2 language model (docs/MODEL.md section 3).
 
 Written from the model description, not from any existing implementation, so that it can be used to
 check both transformers and the C++ engine. It runs in float64 by default: the golden values it
@@ -122,7 +122,7 @@ class Mamba2LMConfig:
         if int(need("num_heads")) != c.nheads:
             raise ValueError(f"num_heads {cfg['num_heads']} != expand*hidden_size/head_dim = {c.nheads}")
         if cfg.get("rms_norm", True) is not True:
-            raise ValueError("only rms_norm=true Mamba-2 models are described by MODEL.md")
+            raise ValueError("only rms_norm=true Mamba-2 models are described by docs/MODEL.md")
         c.validate()
         return c
 
@@ -222,7 +222,7 @@ class LMWeights:
 
 
 def _strip_prefix(sd: dict) -> dict:
-    # Packages prefix the LM with "llm_backbone." (MODEL.md section 8); plain checkpoints do not.
+    # Packages prefix the LM with "llm_backbone." (docs/MODEL.md section 8); plain checkpoints do not.
     if any(k.startswith("llm_backbone.") for k in sd):
         sd = {k[len("llm_backbone."):]: v for k, v in sd.items() if k.startswith("llm_backbone.")}
     return sd

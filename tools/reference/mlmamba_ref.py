@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of the whole ML-Mamba pipeline (docs MODEL.md, docs/model-format.md).
+"""Independent PyTorch reference of the whole ML-Mamba pipeline (docs/MODEL.md, docs/model-format.md).
 
 Written from the model description, not from any existing implementation, so that it can check both
 the public libraries (timm, transformers) and the C++ engine. It runs in float64 by default: its
@@ -443,7 +443,7 @@ class VisualMamba2LM(Mamba2LM):
 # --------------------------------------------------------------------------------------------------
 
 def zephyr_turn(message: str, first: bool) -> str:
-    """Text of one user turn up to the start of the answer (MODEL.md section 5). Only the first turn's
+    """Text of one user turn up to the start of the answer (docs/MODEL.md section 5). Only the first turn's
     message is stripped, as in the released REPL."""
     if first:
         return "<|user|>\n" + message.strip() + "<|endoftext|>\n<|assistant|>\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tests of tools/convert_mlmamba.py and tools/make_random_package.py.
 
-A synthetic checkpoint with the release's key layout (MODEL.md section 6) at toy sizes, plus timm-style
+A synthetic checkpoint with the release's key layout (docs/MODEL.md section 6) at toy sizes, plus timm-style
 vision state dicts, go through the converter; the package is read back with a reader written here and
 checked against the tensor names and shapes docs/model-format.md gives, value by value. Then the random
 package writer at toy size, and the full preset's layout and parameter count without writing it.

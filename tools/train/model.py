@@ -1,4 +1,4 @@
-"""Trainable PyTorch ML-Mamba (docs/model-format.md, /shared MODEL.md) for GPU training.
+"""Trainable PyTorch ML-Mamba (docs/model-format.md, docs/MODEL.md) for GPU training.
 
 The module tree mirrors the package's tensor names, so `model.state_dict()` IS the package (minus
 nothing, plus nothing): `vision_backbone.<encoder>.blocks.0.attn.qkv.weight`, `mlp.0.weight`,

@@ -45,7 +45,8 @@ commands:
   eval       accuracy over a JSONL of {"image", "question", "answer", "family"}
 
 common options:
-  --model DIR              model folder (package, transformers Mamba-2 or mamba_ssm)
+  --model DIR              model folder (package, transformers Mamba-2 or mamba_ssm); default: the
+                           bundled Shapes demo model
   --device auto|cpu|cuda   where to run (default auto; the reason for any fallback is reported)
   --threads N              CPU threads (default: one per core)
   --json                   print one JSON object instead of text
@@ -143,10 +144,29 @@ struct Loaded {
   int exit = kOk;
 };
 
+// The demo model shipped with the program: ../share/mlmamba/models/shapes-demo when installed,
+// resources/models/shapes-demo in the source tree when run from a build folder.
+std::string bundled_model() {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (!ec)
+    candidates.push_back(self.parent_path() / ".." / "share" / "mlmamba" / "models" /
+                         "shapes-demo");
+  candidates.push_back(std::filesystem::path(MLMAMBA_SOURCE_DIR) / "resources" / "models" /
+                       "shapes-demo");
+  for (const auto& c : candidates) {
+    if (std::filesystem::is_regular_file(c / "config.json", ec))
+      return c.lexically_normal().string();
+  }
+  return {};
+}
+
 Loaded load_model(const mlmamba::cli::Options& o, bool as_json) {
   Loaded l;
-  if (!o.has("model")) {
-    l.exit = fail(kUsage, "--model DIR is required", as_json);
+  const std::string folder = o.has("model") ? o.str("model") : bundled_model();
+  if (folder.empty()) {
+    l.exit = fail(kUsage, "no --model DIR given and no bundled model found", as_json);
     return l;
   }
   auto device = mlmamba::parse_device(o.str("device", "auto"));
@@ -160,7 +180,7 @@ Loaded load_model(const mlmamba::cli::Options& o, bool as_json) {
     return l;
   }
   mlmamba::LoadParams p;
-  p.model_dir = o.str("model");
+  p.model_dir = folder;
   p.device = *device;
   p.threads = *threads;
   auto m = mlmamba::Model::load(p);

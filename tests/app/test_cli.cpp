@@ -179,6 +179,19 @@ TEST(Cli, EvalScoresCountsBadLinesAndWritesPredictions) {
   EXPECT_EQ(cli({"eval", "--model", pkg, "--data", dir + "/nothing.jsonl"}).code, 4);
 }
 
+TEST(Cli, TheBundledDemoModelIsTheDefault) {
+  CliRun r = cli({"generate", "--image",
+                  std::string(MLMAMBA_SOURCE_DIR) + "/resources/samples/shapes-3.png", "--prompt",
+                  "How many shapes are there?", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["stop"], "end_of_text");
+  EXPECT_FALSE(j["text"].get<std::string>().empty());
+  CliRun info = cli({"info", "--json"});
+  ASSERT_EQ(info.code, 0);
+  EXPECT_EQ(json::parse(info.out)["has_vision"], true);
+}
+
 TEST(Cli, StreamsTextWithoutJson) {
   CliRun r = cli({"generate", "--model", kFixtures + "/mamba2_tiny_g1", "--prompt", "hello",
                   "--max-tokens", "5", "--ignore-eos"});

@@ -1,5 +1,5 @@
-// Device discovery for the CUDA backend module. Every CUDA call is checked and turned into a message;
-// nothing here aborts the process.
+// Device discovery for the CUDA backend module. Every CUDA call is checked and turned into a
+// message; nothing here aborts the process.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -10,7 +10,9 @@
 namespace {
 
 void set_error(char* err, size_t len, const char* what, cudaError_t e) {
-  if (err && len) std::snprintf(err, len, "%s: %s (CUDA error %d)", what, cudaGetErrorString(e), static_cast<int>(e));
+  if (err && len)
+    std::snprintf(err, len, "%s: %s (CUDA error %d)", what, cudaGetErrorString(e),
+                  static_cast<int>(e));
 }
 
 int probe(mlmamba_device_info* out, int max, char* err, size_t err_len) {
@@ -48,6 +50,7 @@ const mlmamba_backend_v1 kBackend = {MLMAMBA_BACKEND_API_VERSION, "cuda", probe}
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const mlmamba_backend_v1* mlmamba_backend_entry(void) {
+extern "C" __attribute__((visibility("default"))) const mlmamba_backend_v1* mlmamba_backend_entry(
+    void) {
   return &kBackend;
 }

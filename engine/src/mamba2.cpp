@@ -275,10 +275,11 @@ Result<ScanWeights> load_scan(const WeightStore& store, const std::string& prefi
                               const std::string& suffix, const Mamba2Dims& d, F32Weights* arena) {
   ScanWeights s;
   const int64_t CD = d.conv_dim();
-  MLM_ASSIGN_OR_RETURN(s.conv_weight,
-                       arena->get(store, prefix + "conv1d" + suffix + ".weight", {CD, 1, d.d_conv}));
+  MLM_ASSIGN_OR_RETURN(
+      s.conv_weight, arena->get(store, prefix + "conv1d" + suffix + ".weight", {CD, 1, d.d_conv}));
   if (d.conv_bias) {
-    MLM_ASSIGN_OR_RETURN(s.conv_bias, arena->get(store, prefix + "conv1d" + suffix + ".bias", {CD}));
+    MLM_ASSIGN_OR_RETURN(s.conv_bias,
+                         arena->get(store, prefix + "conv1d" + suffix + ".bias", {CD}));
   }
   MLM_ASSIGN_OR_RETURN(s.dt_bias, arena->get(store, prefix + "dt_bias" + suffix, {d.nheads}));
   MLM_ASSIGN_OR_RETURN(s.A_log, arena->get(store, prefix + "A_log" + suffix, {d.nheads}));

@@ -38,7 +38,8 @@ InferenceController::InferenceController(QObject* parent)
 }
 
 InferenceController::~InferenceController() {
-  worker_->stop();
+  // Whatever is running or queued last ends at once; the thread then finishes its event loop.
+  for (quint64 r = last_request_; r > 0 && r + 4 > last_request_; --r) worker_->stop(r);
   thread_.quit();
   thread_.wait();
 }
@@ -58,6 +59,7 @@ quint64 InferenceController::ask(const QString& conversation, const QVector<Mess
                                  const QString& text, const QString& image,
                                  const GenerationSettings& settings) {
   const quint64 r = next_request_++;
+  last_request_ = r;
   if (outstanding_++ == 0) emit busyChanged(true);
   QMetaObject::invokeMethod(
       worker_, [=, this] { worker_->ask(r, conversation, history, text, image, settings); },
@@ -68,6 +70,7 @@ quint64 InferenceController::ask(const QString& conversation, const QVector<Mess
 quint64 InferenceController::askAboutFrame(const QImage& frame, const QString& question,
                                            const GenerationSettings& settings) {
   const quint64 r = next_request_++;
+  last_request_ = r;
   if (outstanding_++ == 0) emit busyChanged(true);
   QMetaObject::invokeMethod(
       worker_, [=, this] { worker_->askAboutFrame(r, frame, question, settings); },
@@ -80,8 +83,8 @@ void InferenceController::forget(const QString& conversation) {
       worker_, [=, this] { worker_->forget(conversation); }, Qt::QueuedConnection);
 }
 
-void InferenceController::stop() {
-  worker_->stop();
+void InferenceController::stop(quint64 request) {
+  worker_->stop(request);
 }
 
 }  // namespace mlmamba::ui

@@ -22,7 +22,7 @@ class InferenceController : public QObject {
   quint64 askAboutFrame(const QImage& frame, const QString& question,
                         const GenerationSettings& settings);
   void forget(const QString& conversation);
-  void stop();
+  void stop(quint64 request);
   bool busy() const { return outstanding_ > 0; }
   bool modelReady() const { return ready_; }
   const ModelSummary& model() const { return summary_; }
@@ -41,6 +41,7 @@ class InferenceController : public QObject {
   QThread thread_;
   InferenceWorker* worker_;
   quint64 next_request_ = 1;
+  quint64 last_request_ = 0;
   int outstanding_ = 0;
   bool ready_ = false;
   ModelSummary summary_;

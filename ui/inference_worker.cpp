@@ -51,9 +51,13 @@ InferenceWorker::InferenceWorker() {
 
 InferenceWorker::~InferenceWorker() = default;
 
-void InferenceWorker::stop() {
+void InferenceWorker::stop(quint64 request) {
   QMutexLocker lock(&current_mutex_);
-  if (current_) current_->cancel();
+  if (current_ && current_request_ == request) {
+    current_->cancel();
+  } else {
+    stopped_early_ = request;
+  }
 }
 
 void InferenceWorker::loadModel(const QString& folder, const QString& device) {
@@ -105,6 +109,8 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation,
          k.fingerprints[static_cast<size_t>(same) + 1] == wanted[static_cast<size_t>(same)]) {
     ++same;
   }
+  // Older snapshots are dropped to bound memory (see trim()): go back to the latest one kept.
+  while (same > 0 && !k.snapshots[static_cast<size_t>(same)]) --same;
   // The live state is already the last snapshot when the conversation simply goes on.
   if (same != static_cast<int>(k.snapshots.size()) - 1)
     k.session->restore(k.snapshots[static_cast<size_t>(same)]);
@@ -128,7 +134,16 @@ InferenceWorker::Kept& InferenceWorker::prepare(const QString& conversation,
     k.snapshots.push_back(k.session->snapshot());
     k.fingerprints.push_back(wanted[static_cast<size_t>(t)]);
   }
+  trim(k);
   return k;
+}
+
+void InferenceWorker::trim(Kept& k) {
+  // A snapshot is the whole recurrent state (about 170 MB for the 2.7B language model): keep the
+  // empty one and the last few turns, enough for Regenerate and recent edits; an edit further
+  // back rebuilds from the text.
+  constexpr size_t kKeptTurns = 3;
+  for (size_t i = 1; i + kKeptTurns < k.snapshots.size(); ++i) k.snapshots[i].reset();
 }
 
 GenerateParams InferenceWorker::params(const GenerationSettings& s, quint64 request,
@@ -160,7 +175,13 @@ void InferenceWorker::run(quint64 request, Session& session, const QString& text
   GenerateParams gp = params(settings, request, &pending, &last_flush);
   {
     QMutexLocker lock(&current_mutex_);
+    if (stopped_early_ == request) {
+      stopped_early_ = 0;
+      emit finished(request, QString(), AnswerStats{}, true);
+      return;
+    }
     current_ = &session;
+    current_request_ = request;
   }
   auto g = session.ask(text.toStdString(), gp, image);
   {
@@ -182,6 +203,7 @@ void InferenceWorker::run(quint64 request, Session& session, const QString& text
   if (kept) {
     // The state after this turn; its fingerprint is recorded once the GUI sends it back as history.
     kept->snapshots.push_back(session.snapshot());
+    trim(*kept);
     Message user, reply;
     user.text = text;
     user.image =
@@ -200,6 +222,8 @@ void InferenceWorker::ask(quint64 request, const QString& conversation,
     return;
   }
   QString error;
+  // Only the open conversation and a few recent ones keep a live state.
+  if (kept_.find(conversation) == kept_.end() && kept_.size() >= 4) kept_.erase(kept_.begin());
   Kept& k = prepare(conversation, history, &error);
   if (!error.isEmpty()) {
     emit failed(request, tr("The conversation could not be restored: %1").arg(error));

@@ -43,8 +43,9 @@ class InferenceWorker : public QObject {
   InferenceWorker();
   ~InferenceWorker() override;
 
-  // Any thread: stops whatever is being generated within a token. The partial answer is kept.
-  void stop();
+  // Any thread: stops `request` within a token, or before it starts if it is still queued. The
+  // partial answer is kept. A stop for a request already finished does nothing.
+  void stop(quint64 request);
 
  public slots:
   void loadModel(const QString& folder, const QString& device);
@@ -75,6 +76,7 @@ class InferenceWorker : public QObject {
     std::vector<QString> fingerprints;
   };
   Kept& prepare(const QString& conversation, const QVector<Message>& history, QString* error);
+  static void trim(Kept& k);
   GenerateParams params(const GenerationSettings& s, quint64 request, QString* pending,
                         qint64* last_flush);
   void run(quint64 request, Session& session, const QString& text, const ImageInput* image,
@@ -83,7 +85,11 @@ class InferenceWorker : public QObject {
   std::shared_ptr<const Model> model_;
   std::map<QString, Kept> kept_;  // QHash needs copyable values; a Session is not
   QMutex current_mutex_;
-  Session* current_ = nullptr;  // guarded by current_mutex_; what stop() cancels
+  // Guarded by current_mutex_: the session being generated and its request, and a request
+  // stopped before the worker picked it up.
+  Session* current_ = nullptr;
+  quint64 current_request_ = 0;
+  quint64 stopped_early_ = 0;
 };
 
 }  // namespace mlmamba::ui

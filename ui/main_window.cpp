@@ -406,7 +406,7 @@ void MainWindow::startAnswer(const QString& text, const QString& image_relative)
 }
 
 void MainWindow::stop() {
-  if (request_ != 0) engine_->stop();
+  if (request_ != 0) engine_->stop(request_);
 }
 
 void MainWindow::regenerate() {
@@ -593,7 +593,8 @@ void MainWindow::resizeEvent(QResizeEvent* event) {
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
-  if (request_ != 0) engine_->stop();
+  if (request_ != 0) engine_->stop(request_);
+  if (live_request_ != 0) engine_->stop(live_request_);
   camera_->stop();
   settings_->setValue(setting::windowGeometry, saveGeometry());
   settings_->setValue(setting::windowState, saveState());

@@ -355,13 +355,16 @@ GenerationSettings MainWindow::generationSettings() const {
 QVector<Message> MainWindow::historyBefore(int row) const {
   QVector<Message> h;
   const Conversation& c = chat_->conversation();
-  for (int i = 0; i < row && i < c.messages.size(); ++i) {
-    Message m = c.messages[i];
-    m.image = store_.imagePath(c.id, m.image);  // the worker wants files it can open
-    h.push_back(m);
+  // Whole turns only, and not the ones whose answer failed: the model never read those.
+  for (int i = 0; i + 1 < row && i + 1 < c.messages.size(); i += 2) {
+    Message user = c.messages[i];
+    const Message& reply = c.messages[i + 1];
+    if (user.role != Message::Role::User || reply.role != Message::Role::Assistant) continue;
+    if (reply.state == Message::State::Failed) continue;
+    user.image = store_.imagePath(c.id, user.image);  // the worker wants files it can open
+    h.push_back(user);
+    h.push_back(reply);
   }
-  // Only whole turns: a question without its answer (a failed one) is dropped.
-  if (h.size() % 2) h.pop_back();
   return h;
 }
 

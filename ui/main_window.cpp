@@ -567,9 +567,11 @@ bool MainWindow::acceptMime(const QMimeData* mime) {
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
   const QMimeData* m = event->mimeData();
-  if (m->hasUrls() || m->hasImage() || m->hasText() ||
-      std::any_of(m->formats().begin(), m->formats().end(),
-                  [](const QString& f) { return f.startsWith(QLatin1String("image/")); })) {
+  const QStringList formats = m->formats();
+  const bool encoded_picture = std::any_of(formats.begin(), formats.end(), [](const QString& f) {
+    return f.startsWith(QLatin1String("image/"));
+  });
+  if (m->hasUrls() || m->hasImage() || m->hasText() || encoded_picture) {
     overlay_->setGeometry(rect());
     overlay_->raise();
     overlay_->show();

@@ -35,10 +35,14 @@ class TestMainWindow : public QObject {
     return w;
   }
 
-  // What the window does with a drop's data (dropEvent() hands it to acceptMime()). Synthetic
-  // drag events sent without a real drag were not delivered reliably offscreen, so the data path
-  // is driven directly; the overlay's show/hide is not covered here.
-  void drop(MainWindow* w, QMimeData* mime) { w->acceptMime(mime); }
+  // A drag entering and dropping, sent straight to the window's handlers.
+  void drop(MainWindow* w, QMimeData* mime) {
+    QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+    static_cast<QObject*>(w)->event(&enter);
+    QVERIFY(enter.isAccepted());
+    QDropEvent ev(QPointF(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+    static_cast<QObject*>(w)->event(&ev);
+  }
 
   bool answer(MainWindow* w, int timeout_ms = 60000) {
     QSignalSpy done(w, &MainWindow::answerFinished);

@@ -277,7 +277,6 @@ void MainWindow::buildUi() {
   statusBar()->addWidget(loading_);
   statusBar()->addPermanentWidget(speed_label_);
   statusBar()->addPermanentWidget(memory_label_);
-  composer_->editor()->installEventFilter(this);
 }
 
 void MainWindow::buildMenus() {
@@ -588,10 +587,6 @@ void MainWindow::dropEvent(QDropEvent* event) {
   if (acceptMime(event->mimeData())) event->acceptProposedAction();
 }
 
-bool MainWindow::eventFilter(QObject* watched, QEvent* event) {
-  return QMainWindow::eventFilter(watched, event);
-}
-
 void MainWindow::resizeEvent(QResizeEvent* event) {
   QMainWindow::resizeEvent(event);
   if (overlay_->isVisible()) overlay_->setGeometry(rect());
@@ -607,11 +602,9 @@ void MainWindow::closeEvent(QCloseEvent* event) {
 }
 
 void MainWindow::setBusy(bool busy) {
+  // Stop is offered only for the chat's own answer, not for a model load or a live question.
   composer_->setBusy(busy && request_ != 0);
-  // A finished live answer leaves the worker idle while the chat's request may still be pending.
-  if (!busy) composer_->setBusy(false);
-  loading_->setVisible(busy && !engine_->modelReady());
-  updateStatus();
+  updateStatus();  // also shows or hides the loading indicator
 }
 
 QString MainWindow::statusText() const {

@@ -6,16 +6,30 @@ base_patterns=()
 base_names=()
 
 load_base() {
-  local list=$1 pattern path dep
+  local list=$1 path dep
   mapfile -t base_patterns < <(grep -v '^[[:space:]]*\(#\|$\)' "$list")
   declare -gA base_closure=()
-  for pattern in "${base_patterns[@]}"; do
-    for path in $(ldconfig -p | awk -v p="$pattern" '/x86-64/ && $1 ~ "^"p"$" {print $NF}' | sort -u); do
-      for dep in $(env -u LD_LIBRARY_PATH ldd "$path" 2>/dev/null | awk '$2 == "=>" {print $1}'); do
-        base_closure[$dep]=1
-      done
+  for path in $(base_paths); do
+    for dep in $(env -u LD_LIBRARY_PATH ldd "$path" 2>/dev/null | awk '$2 == "=>" {print $1}'); do
+      base_closure[$dep]=1
     done
   done
+}
+
+# This machine's copies of the listed base libraries (64-bit ones, as the loader's cache names them).
+base_paths() {
+  local name rest path p
+  ldconfig -p | while read -r name rest; do
+    [[ $rest == *x86-64* ]] || continue
+    path=${rest##*=> }
+    for p in "${base_patterns[@]}"; do
+      # shellcheck disable=SC2053  # the list holds patterns
+      if [[ $name == $p ]]; then
+        echo "$path"
+        break
+      fi
+    done
+  done | sort -u
 }
 
 is_base() {

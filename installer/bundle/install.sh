@@ -65,14 +65,27 @@ cat >"$app/uninstall.sh" <<UNINSTALL
 set -eu
 while read -r f; do rm -f "\$f"; done <"$manifest"
 rm -rf "$app"
-command -v update-desktop-database >/dev/null && update-desktop-database -q "$prefix/share/applications" 2>/dev/null || true
+if command -v update-desktop-database >/dev/null; then
+  update-desktop-database -q "$prefix/share/applications" 2>/dev/null || true
+fi
+if [ -f "$prefix/share/icons/hicolor/icon-theme.cache" ] && command -v gtk-update-icon-cache >/dev/null; then
+  gtk-update-icon-cache -q "$prefix/share/icons/hicolor" 2>/dev/null || true
+fi
 echo "ML-Mamba Desktop removed from $prefix"
 UNINSTALL
 chmod 755 "$app/uninstall.sh"
 
-# Menus and icon themes pick the new files up at once where their caches are kept.
-command -v update-desktop-database >/dev/null && update-desktop-database -q "$prefix/share/applications" 2>/dev/null || true
-command -v gtk-update-icon-cache >/dev/null && gtk-update-icon-cache -q -t "$prefix/share/icons/hicolor" 2>/dev/null || true
+# The menu's file associations ("Open with") are read from mimeinfo.cache. An icon cache is only
+# refreshed where one is kept already: a new one would go stale when others add icons without it.
+refresh_caches() {
+  if command -v update-desktop-database >/dev/null; then
+    update-desktop-database -q "$prefix/share/applications" 2>/dev/null || true
+  fi
+  if [ -f "$prefix/share/icons/hicolor/icon-theme.cache" ] && command -v gtk-update-icon-cache >/dev/null; then
+    gtk-update-icon-cache -q "$prefix/share/icons/hicolor" 2>/dev/null || true
+  fi
+}
+refresh_caches
 
 echo "Installed. Start it from the menu, or run $prefix/bin/mlmamba-desktop"
 case ":${PATH:-}:" in

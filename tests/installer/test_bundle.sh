@@ -73,6 +73,8 @@ HOME=$work/home sh "${sh[0]}" >/dev/null || fail "installing again"
 
 echo "== uninstall"
 "$local_/lib/mlmamba-desktop/uninstall.sh"
-left=$(find "$local_" -type f -o -type l)
+# The menu's association index (mimeinfo.cache) is the desktop's, refreshed without the entry.
+left=$(find "$local_" \( -type f -o -type l \) ! -name mimeinfo.cache)
 [ -z "$left" ] || fail "left after uninstall: $left"
+if grep -rqs mlmamba "$local_/share/applications"; then fail "the menu index still names the program"; fi
 echo "PASS: the bundle unpacks, installs, runs and uninstalls"

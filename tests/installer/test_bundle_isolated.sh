@@ -23,10 +23,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 jail=$work/root
 multiarch=$(gcc -print-multiarch)
-mkdir -p "$jail"/{bin,lib64,tmp,proc,dev,etc,home/user} "$jail/lib/$multiarch" "$jail/usr/share/fonts"
+mkdir -p "$jail"/{bin,lib64,tmp,proc,sys,dev,etc,home/user,run/user} "$jail/lib/$multiarch" "$jail/usr/share/fonts"
 ln -s ../lib "$jail/usr/lib"
 ln -s ../bin "$jail/usr/bin"
 chmod 1777 "$jail/tmp"
+chmod 700 "$jail/run/user"
 
 # A library and, from ldd, everything it loads: a real machine has a library's own dependencies.
 copy_with_deps() {
@@ -42,13 +43,13 @@ copy_with_deps() {
     done
   done
 }
-mapfile -t base < <(grep -v '^[[:space:]]*\(#\|$\)' "$src/installer/bundle/base-libraries.txt")
-for pattern in "${base[@]}"; do
-  # The machine's own copy of each base library, where it has one (GL and X11 libraries are
-  # installed here as dependencies of the build; a server may lack some of them, and so does this root).
-  for path in $(ldconfig -p | awk -v p="$pattern" '$1 ~ "^"p"$" && /x86-64/ {print $NF}' | sort -u); do
-    copy_with_deps "$path"
-  done
+# shellcheck source=../../installer/bundle/base.sh
+. "$src/installer/bundle/base.sh"
+load_base "$src/installer/bundle/base-libraries.txt"
+# This machine's copy of each base library where it has one (GL and X11 libraries are installed
+# here as dependencies of the build; a server may lack some, and so does this root).
+for path in $(base_paths); do
+  copy_with_deps "$path"
 done
 tools=(sh readlink dirname mktemp tail gzip tar cp ln sed mkdir find cat rm chmod sort id)
 for t in "${tools[@]}"; do
@@ -70,9 +71,11 @@ echo
 echo "== install with the .sh, system-wide (--prefix /opt/mlmamba-desktop inside the root)"
 cp "${sh[0]}" "$jail/tmp/installer.sh"
 run_in_jail() {
-  # A private mount namespace: /proc (the programs find their files through /proc/self/exe) and
-  # /dev are bound into the root and vanish with the namespace.
-  unshare -m sh -c 'j=$1; shift; mount --rbind /proc "$j/proc" && mount --rbind /dev "$j/dev" &&
+  # A private mount namespace: /proc (the programs find their files through /proc/self/exe), /sys
+  # (OpenBLAS and OpenMP count the processors there) and /dev are bound into the root and vanish
+  # with the namespace.
+  unshare -m sh -c 'j=$1; shift; mount --rbind /proc "$j/proc" && mount --rbind /sys "$j/sys" &&
+    mount --rbind /dev "$j/dev" &&
     exec chroot "$j" /usr/bin/env -i PATH=/bin HOME=/home/user "$@"' sh "$jail" "$@"
 }
 cp -L "$(command -v env)" "$jail/bin/env"
@@ -85,12 +88,12 @@ out=$(run_in_jail /opt/mlmamba-desktop/bin/mlmamba-cli generate \
 echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("answer:", d["text"]); assert d["text"].strip()'
 
 echo "== mlmamba-desktop --self-check, offscreen"
-run_in_jail QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=/tmp /opt/mlmamba-desktop/bin/mlmamba-desktop \
+run_in_jail QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR=/run/user /opt/mlmamba-desktop/bin/mlmamba-desktop \
   --self-check /opt/mlmamba-desktop/lib/mlmamba-desktop/share/mlmamba/samples/shapes-1.png ||
   fail "mlmamba-desktop in the minimal root"
 
 echo "== uninstall"
 run_in_jail /opt/mlmamba-desktop/lib/mlmamba-desktop/uninstall.sh || fail "uninstall"
-left=$(find "$jail/opt" -type f -o -type l)
+left=$(find "$jail/opt" \( -type f -o -type l \) ! -name mimeinfo.cache)
 [ -z "$left" ] || fail "left after uninstall: $left"
 echo "PASS: the bundle installs and runs where only the base system is"

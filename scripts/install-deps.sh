@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libicu-dev libgtest-dev libgmock-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   xvfb xauth x11-apps imagemagick fonts-dejavu-core dpkg-dev file
+  qt6-image-formats-plugins patchelf lintian desktop-file-utils appstream
 )
 
 missing=()

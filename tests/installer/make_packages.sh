@@ -7,6 +7,7 @@ rm -rf "$build/packages"
 cd "$build"
 start=$SECONDS
 cpack --config CPackConfig.cmake
+chmod 755 packages/*.sh  # CPack leaves it writable by everyone
 ls -l packages/
 n=$(find packages -maxdepth 1 \( -name '*.deb' -o -name '*.tar.gz' -o -name '*.sh' \) | wc -l)
 [ "$n" -ge 3 ] || { echo "FAIL: expected a .deb, a .tar.gz and a .sh, found $n packages"; exit 1; }

@@ -8,6 +8,13 @@ pkgs=$(readlink -f "${1:?usage: test_deb.sh PACKAGES_DIR SOURCE_DIR VERSION}")
 src=${2:?source dir}
 version=${3:?version}
 fail() { echo "FAIL: $*"; exit 1; }
+# The "text" of mlmamba-cli generate --json (compact JSON, one object): printed, and non-empty.
+answer_of() {
+  local text
+  text=$(sed -n 's/.*"text":"\([^"]*\)".*/\1/p')
+  echo "answer: $text"
+  [ -n "${text// /}" ]
+}
 shopt -s nullglob
 debs=("$pkgs"/mlmamba-desktop_*.deb)
 [ ${#debs[@]} -eq 1 ] || fail "expected one mlmamba-desktop_*.deb in $pkgs, found ${#debs[@]}"
@@ -67,7 +74,7 @@ ask() {
     out=$("$root/usr/bin/mlmamba-cli" generate --model "$root/usr/share/mlmamba/models/shapes-demo" \
       --image "$sample" --prompt "How many shapes are there?" --max-tokens 24 --device cpu --json)
   fi
-  echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("answer:", d["text"]); assert d["text"].strip(), "empty answer"; assert d["generated_ids"]'
+  echo "$out" | answer_of
 }
 echo "== mlmamba-cli answers about a sample picture"
 ask || fail "mlmamba-cli generate"
@@ -80,7 +87,7 @@ cat "$work/self-check.log"
 grep -q "Shapes demo" "$work/self-check.log" || fail "self-check did not report the model"
 
 reason() { "$root/usr/bin/mlmamba-cli" info --json --model "$root/usr/share/mlmamba/models/shapes-demo" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin).get("fallback_reason",""))'; }
+  sed -n 's/.*"fallback_reason":"\([^"]*\)".*/\1/p'; }
 if [ ${#cuda_debs[@]} -eq 1 ]; then
   echo "== the CUDA package is picked up when present"
   without=$(reason)

@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="${OUT:-/tmp/gpu-probe}"
 mkdir -p "$out"
 nvcc -std=c++17 -shared -Xcompiler -fPIC -I "$root/engine/src" -gencode arch=compute_90,code=sm_90 \
-  "$root/engine/cuda/device_probe.cu" -o "$out/libmlmamba-cuda.so" -lcudart
+  "$root"/engine/cuda/*.cu -o "$out/libmlmamba-cuda.so" -lcublasLt
 cat > "$out/load.cpp" <<'CPP'
 #include <dlfcn.h>
 #include <cstdio>
@@ -15,8 +15,9 @@ int main(int argc, char** argv) {
   void* h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (!h) { std::printf("dlopen failed: %s\n", dlerror()); return 1; }
   auto entry = reinterpret_cast<mlmamba_backend_entry_fn>(dlsym(h, MLMAMBA_BACKEND_ENTRY));
-  const mlmamba_backend_v1* t = entry ? entry() : nullptr;
-  if (!t || t->api_version != MLMAMBA_BACKEND_API_VERSION) { std::printf("bad entry or version\n"); return 1; }
+  const mlmamba_backend_header* hd = entry ? entry() : nullptr;
+  if (!hd || hd->api_version != MLMAMBA_BACKEND_API_VERSION) { std::printf("bad entry or version\n"); return 1; }
+  const mlmamba_backend* t = reinterpret_cast<const mlmamba_backend*>(hd);
   mlmamba_device_info d[16] = {};
   char err[512] = {0};
   const int n = t->probe(d, 16, err, sizeof err);

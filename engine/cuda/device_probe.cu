@@ -3,10 +3,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <cstring>
 
-#include "backend_module.h"
+#include "device_probe.cuh"
 
+namespace mlmamba::cuda {
 namespace {
 
 void set_error(char* err, size_t len, const char* what, cudaError_t e) {
@@ -14,6 +14,8 @@ void set_error(char* err, size_t len, const char* what, cudaError_t e) {
     std::snprintf(err, len, "%s: %s (CUDA error %d)", what, cudaGetErrorString(e),
                   static_cast<int>(e));
 }
+
+}  // namespace
 
 int probe(mlmamba_device_info* out, int max, char* err, size_t err_len) {
   // Left untouched by the runtime when no driver answers: initialise it.
@@ -46,11 +48,4 @@ int probe(mlmamba_device_info* out, int max, char* err, size_t err_len) {
   return count;
 }
 
-const mlmamba_backend_v1 kBackend = {MLMAMBA_BACKEND_API_VERSION, "cuda", probe};
-
-}  // namespace
-
-extern "C" __attribute__((visibility("default"))) const mlmamba_backend_v1* mlmamba_backend_entry(
-    void) {
-  return &kBackend;
-}
+}  // namespace mlmamba::cuda

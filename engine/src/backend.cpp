@@ -18,6 +18,7 @@ struct CudaProbe {
   bool usable = false;
   std::string device;  // "cuda:0"
   std::string detail;  // device name, or why there is none
+  const mlmamba_backend* table = nullptr;
 };
 
 // Where the module may sit relative to the program (build tree and installed layouts), then the
@@ -56,11 +57,13 @@ CudaProbe probe_cuda_once() {
     return r;
   }
   auto entry = reinterpret_cast<mlmamba_backend_entry_fn>(dlsym(handle, MLMAMBA_BACKEND_ENTRY));
-  const mlmamba_backend_v1* table = entry ? entry() : nullptr;
-  if (!table || table->api_version != MLMAMBA_BACKEND_API_VERSION) {
-    r.detail = "the CUDA backend module is of another version than the engine";
+  const mlmamba_backend_header* header = entry ? entry() : nullptr;
+  if (auto v = check_module_version(header); !v.ok()) {
+    r.detail = v.error().message;
     return r;
   }
+  // Same version: the header is the first member of this version's table.
+  const auto* table = reinterpret_cast<const mlmamba_backend*>(header);
   mlmamba_device_info devices[16]{};
   char err[512] = {0};
   const int n = table->probe(devices, 16, err, sizeof err);
@@ -75,6 +78,7 @@ CudaProbe probe_cuda_once() {
   r.usable = true;
   r.device = "cuda:0";
   r.detail = devices[0].name;
+  r.table = table;
   // The module stays loaded for the life of the process: the runtime it initialised must not be
   // unloaded under later calls.
   return r;
@@ -88,6 +92,26 @@ const CudaProbe& probe_cuda() {
 }
 
 }  // namespace
+
+Result<void> check_module_version(const mlmamba_backend_header* header) {
+  if (!header) {
+    return make_error(ErrorCode::kBackend,
+                      "the CUDA backend module has no " MLMAMBA_BACKEND_ENTRY " table");
+  }
+  if (header->api_version != MLMAMBA_BACKEND_API_VERSION) {
+    return make_error(ErrorCode::kBackend,
+                      "the CUDA backend module is of another version than the engine (module API " +
+                          std::to_string(header->api_version) + ", engine API " +
+                          std::to_string(MLMAMBA_BACKEND_API_VERSION) + ")");
+  }
+  return {};
+}
+
+const mlmamba_backend* cuda_backend(std::string* why) {
+  const CudaProbe& cuda = probe_cuda();
+  if (why) *why = cuda.usable ? "" : cuda.detail;
+  return cuda.usable ? cuda.table : nullptr;
+}
 
 Result<DeviceChoice> choose_device(Device requested) {
   if (requested == Device::kCpu) return DeviceChoice{"cpu", ""};

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "backend_module.h"
 #include "mlmamba/mlmamba.h"
 
 namespace mlmamba {
@@ -16,5 +17,12 @@ struct DeviceChoice {
 // kCpu -> CPU; kCuda -> the GPU or an error saying why not; kAuto -> the GPU if usable, else the
 // CPU with the reason.
 Result<DeviceChoice> choose_device(Device requested);
+
+// The loaded CUDA module's table when it loaded, is of this engine's API version and found a
+// device; otherwise null and `why` (if given) says which of these failed.
+const mlmamba_backend* cuda_backend(std::string* why = nullptr);
+
+// The check applied to a module's table before anything else in it is used (exposed for tests).
+Result<void> check_module_version(const mlmamba_backend_header* header);
 
 }  // namespace mlmamba

@@ -24,6 +24,30 @@ TEST(Backend, AutoNamesTheReasonWhenItFallsBack) {
   }
 }
 
+TEST(Backend, AModuleOfAnotherVersionIsRefusedWithBothVersions) {
+  const mlmamba_backend_header old{1, "cuda"};
+  auto r = check_module_version(&old);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kBackend);
+  EXPECT_NE(r.error().message.find("module API 1, engine API " +
+                                   std::to_string(MLMAMBA_BACKEND_API_VERSION)),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_FALSE(check_module_version(nullptr).ok());
+  const mlmamba_backend_header same{MLMAMBA_BACKEND_API_VERSION, "cuda"};
+  EXPECT_TRUE(check_module_version(&same).ok());
+}
+
+TEST(Backend, NoModuleTableWithoutAUsableDevice) {
+  std::string why;
+  const mlmamba_backend* m = cuda_backend(&why);
+  if (m) {
+    EXPECT_EQ(m->header.api_version, MLMAMBA_BACKEND_API_VERSION);
+  } else {
+    EXPECT_FALSE(why.empty());
+  }
+}
+
 TEST(Backend, TheBuiltCudaModuleLoads) {
 #ifdef MLMAMBA_WITH_CUDA
   auto c = choose_device(Device::kAuto);

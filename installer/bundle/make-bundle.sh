@@ -65,11 +65,6 @@ if [ -x "$libdir/gstreamer1.0/gstreamer-1.0/gst-plugin-scanner" ]; then
   patchelf --set-rpath '$ORIGIN/../lib' "$root/libexec/gst-plugin-scanner"
 fi
 
-# The CUDA module and the CUDA runtime next to it find each other ($ORIGIN) and the bundle's lib/.
-for f in "$root"/lib/mlmamba/*.so*; do
-  [ -f "$f" ] && [ ! -L "$f" ] && patchelf --set-rpath '$ORIGIN:$ORIGIN/..' "$f"
-done
-
 # Libraries: ldd gives each object's whole closure, so one pass over the programs and plugins
 # finds everything; the bundled copies then search beside themselves.
 is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' \n')" = '177ELF' ]; }

@@ -47,6 +47,7 @@ for f in bin/mlmamba-desktop bin/mlmamba-cli libexec/qt.conf install.sh lib/qt6/
   share/mlmamba/models/shapes-demo/config.json; do
   [ -e "$b/$f" ] || fail "the bundle lacks $f"
 done
+[ ! -e "$b/lib/mlmamba/libmlmamba-cuda.so" ] || fail "the CUDA module is in the bundle (see installer/CMakeLists.txt)"
 for lib in libQt6Core.so.6 libQt6Widgets.so.6 libopencv_core.so.406 libopencv_imgcodecs.so.406 libopenblas.so.0; do
   [ -e "$b/lib/$lib" ] || fail "the bundle lacks $lib"
 done

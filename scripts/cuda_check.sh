@@ -28,7 +28,7 @@ ls "$root"/engine/cuda/*.cu | xargs -P "$(nproc)" -I{} sh -c \
 
 echo "== check and timing ($(($(date +%s) - t0)) s so far)"
 set +e
-PYTHONUNBUFFERED=1 timeout 420 python3 "$root/tools/cuda/check_lm.py" \
+PYTHONUNBUFFERED=1 timeout 420 "${PYTHON:-python3}" "$root/tools/cuda/check_lm.py" \
   --module "$build/lib/libmlmamba-cuda.so" --out "$out" 2>&1 | tee "$out/check.log" | grep -v "^  \[ok  \]"
 status=${PIPESTATUS[0]}
 set -e

@@ -851,7 +851,14 @@ def main():
         mod = CudaModule(a.module)
     result["api_version"] = mod.api_version
     rep.check("module API version", mod.api_version == API_VERSION, mod.api_version)
-    result["devices"] = mod.probe()
+    try:
+        result["devices"] = mod.probe()
+    except ModuleError as e:
+        print(f"skipped: no CUDA device ({e.message})", flush=True)
+        result["errors"].append(f"no CUDA device: {e.message}")
+        result["checks"] = rep.checks
+        write_outputs(a.out, result, rep)
+        return 2
     print(f"devices: {result['devices']}", flush=True)
 
     survivor = None

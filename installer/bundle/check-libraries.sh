@@ -13,10 +13,11 @@ load_base "$here/base-libraries.txt"
 
 is_elf() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' \n')" = '177ELF' ]; }
 
-faults=0 checked=0
+faults=0 checked=0 elves=()
 while IFS= read -r -d '' f; do
   is_elf "$f" || continue
   checked=$((checked + 1))
+  elves+=("$f")
   rel=${f#"$root"/}
   # A search path outside the bundle would find the machine's libraries first.
   runpath=$(readelf -d "$f" | sed -n 's/.*(\(RUNPATH\|RPATH\)).*\[\(.*\)\]/\2/p')
@@ -52,6 +53,22 @@ while IFS= read -r -d '' f; do
     fi
   done <<<"$out"
 done < <(find "$root" -type f -print0)
+
+# The oldest systems the bundle is meant for: Ubuntu 22.04 (glibc 2.35, GCC 12's libstdc++) and
+# Debian 12. A library needing newer symbol versions from the base system would not load there.
+max_glibc=2.35 max_glibcxx=3.4.30
+need=$(printf '%s\0' "${elves[@]}" | xargs -0 objdump -T 2>/dev/null |
+  grep -o '(GLIBC_[0-9.]*)\|(GLIBCXX_[0-9.]*)' | tr -d '()' | sort -u || true)
+newest() { echo "$need" | sed -n "s/^$1_//p" | sort -V | tail -1; }
+for pair in "GLIBC $max_glibc" "GLIBCXX $max_glibcxx"; do
+  set -- $pair
+  have=$(newest "$1")
+  if [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$have" "$2" | sort -V | tail -1)" != "$2" ]; then
+    echo "FAIL the bundle needs $1_$have, newer than $1_$2"
+    faults=$((faults + 1))
+  fi
+  echo "check-libraries: needs $1_${have:-none} (at most $1_$2)"
+done
 
 if [ "$checked" -eq 0 ]; then
   echo "FAIL no ELF files under $root"

@@ -97,6 +97,12 @@ if [ ${#cuda_debs[@]} -eq 1 ]; then
   module=$root/usr/lib/mlmamba/libmlmamba-cuda.so
   [ -f "$module" ] || fail "the CUDA module is not installed"
   readelf -d "$module" | grep -q 'RUNPATH.*\[\$ORIGIN\]' || fail "the CUDA module does not search beside itself"
+  # Its Depends are written by hand (no shlibdeps): the glibc they name must cover the module.
+  declared=$(dpkg-deb -f "${cuda_debs[0]}" Depends | sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p')
+  needed=$(objdump -T "$module" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+  echo "CUDA module needs glibc $needed, its package declares libc6 (>= $declared)"
+  [ "$(printf '%s\n%s\n' "$needed" "$declared" | sort -V | tail -1)" = "$declared" ] ||
+    fail "the CUDA package's libc6 dependency is older than the module needs"
   with=$(reason)
   echo "with: $with"
   [[ $with != *"could not be loaded"* ]] || fail "the installed CUDA module was not loaded: $with"

@@ -23,14 +23,15 @@ Steps, all seeded:
    the decay still finishes at the deadline.
 4. Held-out accuracy per family with greedy decoding on fresh scenes (seeds >= 10^9), with every
    renderer that imports (render.py; render_cv.py where OpenCV is present), periodically and at the end.
-5. Writes into --out: the package (config.json, tokenizer.json, f16 weights in shards + index),
-   loss.png, train_log.json and checkpoint.pt (f32 weights; the optimizer too when that stays under
-   15 MB) so that a later run can continue with --resume.
+5. Writes into --out: the package (config.json, tokenizer.json, f16 weights in shards + index; or into
+   --package-dir), loss.png, train_log.json and the checkpoint (checkpoint.pt plus f32 weights in
+   parts of at most 15 MB, without the AdamW state) so that a later run can continue with --resume;
+   with --state-dir also the full checkpoint with the AdamW state. A run continued with --resume
+   keeps the schedule (--max-steps and --schedule-seconds count over all runs) and the curves.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -55,14 +56,15 @@ TRAIN_SEED_LIMIT = 10 ** 9
 FAMILIES = ("count", "exist", "colour", "shape", "size", "where", "relation", "describe", "other")
 # Sampling weights of the families in training: the ones that need counting, comparing or listing
 # every object get more; "other" is one fixed sentence and needs little.
-FAMILY_WEIGHTS = {"count": 1.4, "exist": 1.0, "colour": 0.8, "shape": 0.9, "size": 0.8, "where": 1.0,
-                  "relation": 1.3, "describe": 1.2, "other": 0.5}
+FAMILY_WEIGHTS = {"count": 1.4, "exist": 0.8, "colour": 0.9, "shape": 0.9, "size": 0.6, "where": 1.4,
+                  "relation": 1.5, "describe": 1.5, "other": 0.3}
 
 PRESETS = {
-    # The bundled model. 144 px with 12 px patches: a 12x12 grid (144 visual rows), a small object
-    # (10% of the side) still spans more than a patch, and the 3x3 position grid falls on patch
-    # boundaries (4 patches per cell).
-    "demo": dict(image_size=144, patch=12, enc_dims=(192, 160), enc_heads=(3, 4), enc_mlp=(576, 480),
+    # The bundled model. 144 px with 16 px patches: a 9x9 grid (81 visual rows), so the 3x3 position
+    # grid falls on patch boundaries (3x3 patches per cell) and a small object (10% of the side,
+    # 14 px) is about one patch. Fewer rows than 12 px patches (144) leave the language model less
+    # to carry through its recurrent state before the question, and halve the cost of a step.
+    "demo": dict(image_size=144, patch=16, enc_dims=(192, 160), enc_heads=(3, 4), enc_mlp=(576, 480),
                  enc_depth=(5, 5), mlp_out=256,
                  msc=dict(n_layer=2, d_state=16, headdim=32, ngroups=1, expand=2, d_conv=4, chunk_size=64),
                  projector_hidden=512,
@@ -318,19 +320,31 @@ class ShapesData(torch.utils.data.Dataset):
 
 
 def patch_labels(W, scene, grid):
-    """[grid*grid, 3] int64 targets of the training-only probe: colour (0 = none, 1..8), shape
-    (0, 1..4) and size (0, 1..2) of the object whose box holds the patch centre (the nearest box
-    centre, relative to its size, where boxes overlap)."""
+    """[grid*grid, len(PROBE_CLASSES)] int64 targets of the training-only probe, for the object whose
+    box holds the patch centre (the nearest box centre, relative to its size, where boxes overlap);
+    0 = no object:
+    colour (1..8), shape (1..4), size (1..2); the object's 3x3 cell (1..9); the grid column and row
+    of its centre (1..grid); its place in the description's order (1..6); and, on every patch, the
+    number of objects in the picture (1..6).
+    The last four ask each row to carry where its object is, where it comes in the description and
+    how many there are, so that positions, relations, lists and counts can be read from the rows
+    rather than worked out by the language model from the order of the rows."""
     c = (np.arange(grid) + 0.5) / grid
     u, v = np.meshgrid(c, c)                                               # u = x (column), v = y (row)
     best = np.full((grid, grid), np.inf)
-    lab = np.zeros((grid, grid, 3), np.int64)
-    for o in scene.objects:
+    assert grid < PROBE_CLASSES[4], "the probe's centre classes hold grids of up to 12 patches"
+    lab = np.zeros((grid, grid, len(PROBE_CLASSES)), np.int64)
+    order = sorted(range(len(scene.objects)), key=lambda k: W._describe_key(scene.objects[k]))
+    for o_index, o in enumerate(scene.objects):
         d = np.maximum(np.abs(u - o.cx) / (o.w / 2), np.abs(v - o.cy) / (o.h / 2))
         hit = (d <= 1.0) & (d < best)
         best[hit] = d[hit]
-        lab[hit] = (1 + W.COLOUR_NAMES.index(o.colour), 1 + W.SHAPES.index(o.shape), 1 + W.SIZES.index(o.size))
-    return lab.reshape(grid * grid, 3)
+        r, cc = W.cell(o)
+        lab[hit] = (1 + W.COLOUR_NAMES.index(o.colour), 1 + W.SHAPES.index(o.shape), 1 + W.SIZES.index(o.size),
+                    1 + 3 * r + cc, 1 + min(grid - 1, int(o.cx * grid)), 1 + min(grid - 1, int(o.cy * grid)),
+                    1 + order.index(o_index), 0)
+    lab[..., 7] = len(scene.objects)
+    return lab.reshape(grid * grid, len(PROBE_CLASSES))
 
 
 def encode_conversation(tok, turns, families):
@@ -350,7 +364,9 @@ def encode_conversation(tok, turns, families):
     return {"ids": ids, "tgt": tgt[1:] + [-100], "wts": wts[1:] + [0.0], "family": families[0]}
 
 
-PROBE_CLASSES = (9, 5, 3)                                                   # colour, shape, size (+ none)
+# colour, shape, size, cell, centre column, centre row, description rank, objects in the picture
+# (each with 0 = none); the centre column and row classes hold grids of up to 12 patches a side.
+PROBE_CLASSES = (9, 5, 3, 10, 13, 13, 7, 7)
 
 
 def probe_loss(probe, visual, labels):
@@ -517,6 +533,54 @@ def long_memory_init(model):
             mx.A_log.copy_(torch.log(torch.empty(mx.nheads).uniform_(1.0, 4.0)))
 
 
+CHECKPOINT_PART_BYTES = 15 * 10 ** 6
+
+
+def save_checkpoint(folder: str, ck: dict, with_optimizer: bool) -> list:
+    """Writes `checkpoint.pt` (everything but the weights) and the f32 weights split into
+    `checkpoint-weights-K.pt` parts of at most 15 MB each, so that every file stays under the size a
+    file copied off the GPU machine may have. The AdamW state goes in only with `with_optimizer`
+    (three times the weights: for a folder that stays on the machine). Returns the file names."""
+    os.makedirs(folder, exist_ok=True)
+    meta = {k: v for k, v in ck.items() if k != "model"}
+    if not with_optimizer:
+        meta["optimizer"] = None
+    parts, cur, size = [], {}, 0
+    for k, v in ck["model"].items():
+        n = v.numel() * v.element_size()
+        if cur and size + n > CHECKPOINT_PART_BYTES:
+            parts.append(cur)
+            cur, size = {}, 0
+        cur[k] = v
+        size += n
+    parts.append(cur)
+    names = []
+    for j, part in enumerate(parts):
+        names.append(f"checkpoint-weights-{j}.pt")
+        torch.save(part, os.path.join(folder, names[-1] + ".tmp"))
+    meta["weight_parts"] = names
+    torch.save(meta, os.path.join(folder, "checkpoint.pt.tmp"))
+    # Renamed only once all are written: a folder never holds a half-written checkpoint under the
+    # final names.
+    for name in names + ["checkpoint.pt"]:
+        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+    return ["checkpoint.pt"] + names
+
+
+def load_checkpoint(path: str) -> dict:
+    def load(f):
+        try:
+            return torch.load(f, map_location="cpu", weights_only=False)
+        except TypeError:                                                # torch < 2.0 has no weights_only
+            return torch.load(f, map_location="cpu")
+    ck = load(path)
+    if "model" not in ck:
+        ck["model"] = {}
+        for name in ck["weight_parts"]:
+            ck["model"].update(load(os.path.join(os.path.dirname(os.path.abspath(path)), name)))
+    return ck
+
+
 def autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -597,10 +661,20 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--train-seconds", type=float, default=480.0,
                     help="wall-clock second (from the script's start) at which training stops")
-    ap.add_argument("--max-steps", type=int, default=4200)
-    ap.add_argument("--batch-images", type=int, default=40)
-    ap.add_argument("--questions", type=int, default=4, help="conversations per picture")
-    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--max-steps", type=int, default=4200,
+                    help="the schedule's length in steps, counted over resumed runs too; training stops there")
+    ap.add_argument("--schedule-seconds", type=float, default=None,
+                    help="training seconds (summed over resumed runs) the learning-rate decay spans; "
+                         "default: this run's training time")
+    ap.add_argument("--state-dir", default=None,
+                    help="also write the full checkpoint (with the AdamW state) here, for a run that continues "
+                         "on the same machine")
+    ap.add_argument("--package-dir", default=None, help="where the package goes (default: --out)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="with --resume: write the package of the checkpoint into --out and stop")
+    ap.add_argument("--batch-images", type=int, default=48)
+    ap.add_argument("--questions", type=int, default=8, help="conversations per picture")
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--clip", type=float, default=1.0)
@@ -645,12 +719,23 @@ def main(argv=None):
     # ---- tokenizer and configuration -------------------------------------------------------------
     ckpt = None
     if a.resume:
-        try:
-            ckpt = torch.load(a.resume, map_location="cpu", weights_only=False)
-        except TypeError:                                                # torch < 2.0 has no weights_only
-            ckpt = torch.load(a.resume, map_location="cpu")
+        ckpt = load_checkpoint(a.resume)
         tok_json, cfg = ckpt["tokenizer_json"], ckpt["config"]
-        log(f"resuming from {a.resume} at step {ckpt['step']}")
+        log(f"resuming from {a.resume} at step {ckpt['step']}" +
+            ("" if ckpt.get("optimizer") else " (without the optimizer state: AdamW starts afresh)"))
+        if a.export_only:
+            model = M.MLMamba(cfg)
+            model.load_state_dict(ckpt["model"])
+            with open(os.path.join(a.out, "tokenizer.json.tmp"), "w", encoding="utf-8") as f:
+                f.write(tok_json)
+            files = M.export_package(model.float().eval(), a.out, dtype="f16",
+                                     shard_bytes=int(a.shard_mb * 10 ** 6),
+                                     tokenizer_json=os.path.join(a.out, "tokenizer.json.tmp"))
+            os.remove(os.path.join(a.out, "tokenizer.json.tmp"))
+            log(f"package of step {ckpt['step']}: {', '.join(files)}")
+            return 0
+    elif a.export_only:
+        ap.error("--export-only needs --resume")
     else:
         try:
             import tokenizers  # noqa: F401
@@ -704,7 +789,8 @@ def main(argv=None):
     grid = S // cfg["vision_backbone"]["encoders"][0]["patch_size"]
     data = ShapesData(a.shapes_dir, tok_json, S, a.questions, seed_base, length=10 ** 7, grid=grid,
                       families=a.families.split(",") if a.families else None)
-    n_items = min(10 ** 7 - start_index, a.max_steps * a.batch_images + a.batch_images * 8)
+    n_items = min(10 ** 7 - start_index, max(1, a.max_steps - (int(ckpt["step"]) if ckpt else 0)) * a.batch_images
+                  + a.batch_images * 8)
     loader = torch.utils.data.DataLoader(
         data, batch_size=a.batch_images, sampler=RangeSampler(start_index, n_items), collate_fn=collate,
         num_workers=a.workers, pin_memory=device.type == "cuda", drop_last=True,
@@ -742,10 +828,13 @@ def main(argv=None):
 
     # ---- loop ------------------------------------------------------------------------------------
     V = model.grid ** 2
-    steps, losses, aux_losses, evals = [], [], [], []
+    # The curves of earlier runs continue in this run's log and plot.
+    hist = (ckpt or {}).get("history") or {}
+    steps, losses, aux_losses, evals = (list(hist.get(k, [])) for k in ("steps", "losses", "aux_losses", "evals"))
+    trained_before = float((ckpt or {}).get("trained_seconds", 0.0))
     step = 0
     t_train = elapsed()
-    train_span = max(1.0, a.train_seconds - t_train)
+    schedule_span = max(1.0, a.schedule_seconds if a.schedule_seconds else a.train_seconds - t_train)
     last_eval = elapsed()
     data_wait = 0.0
     tokens_seen = 0
@@ -769,15 +858,17 @@ def main(argv=None):
         log(f"bench: {(time.time() - tb) / a.bench_steps * 1000:.1f} ms per forward+backward on "
             f"{ids.shape[0]}x{ids.shape[1] + V} tokens, peak {mem:.1f} GiB")
     log(f"training: up to {a.max_steps} steps or until {a.train_seconds:.0f}s")
-    while step < a.max_steps and elapsed() < a.train_seconds:
+    while step0 + step < a.max_steps and elapsed() < a.train_seconds:
         tw = time.time()
         try:
             pix, ids, tgt, wts, img_index, labels = next(it_loader)
         except StopIteration:
             break
         data_wait += time.time() - tw
-        progress = max(step / a.max_steps, (elapsed() - t_train) / train_span)
-        lr = lr_at(progress, step, a.lr, a.warmup)
+        progress = max((step0 + step) / a.max_steps, (trained_before + elapsed() - t_train) / schedule_span)
+        # A resumed run without the AdamW state warms up again (its moment estimates start at zero).
+        warm_step = step0 + step if (ckpt is None or ckpt.get("optimizer")) else step
+        lr = lr_at(progress, warm_step, a.lr, a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         pix = pix.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
@@ -820,9 +911,10 @@ def main(argv=None):
     # ---- export and checkpoint first (an evaluation failure must not cost the trained weights) ---
     import copy
     model_cpu = copy.deepcopy(model).float().cpu().eval()
-    files = M.export_package(model_cpu, a.out, dtype="f16", shard_bytes=int(a.shard_mb * 10 ** 6),
+    package_dir = a.package_dir or a.out
+    files = M.export_package(model_cpu, package_dir, dtype="f16", shard_bytes=int(a.shard_mb * 10 ** 6),
                              tokenizer_json=tok_path)
-    pkg_bytes = sum(os.path.getsize(os.path.join(a.out, f)) for f in files)
+    pkg_bytes = sum(os.path.getsize(os.path.join(package_dir, f)) for f in files)
     log(f"package: {', '.join(files)} ({pkg_bytes / 1e6:.2f} MB)")
 
     # The f16 package must answer like the f32 model: logits of a few held-out prompts compared.
@@ -847,17 +939,13 @@ def main(argv=None):
           "probe": {k: v.detach().float().cpu() for k, v in probe.state_dict().items()},
           "optimizer": opt.state_dict(), "config": cfg, "tokenizer_json": tok_json,
           "step": step0 + step, "next_index": start_index + step * a.batch_images, "seed": a.seed,
-          "args": vars(a)}
-    buf = io.BytesIO()
-    torch.save(ck, buf)
-    if buf.tell() > 15 * 10 ** 6:
-        # Over the size a checkpoint may take: weights only (a resumed run starts a fresh AdamW).
-        ck["optimizer"] = None
-        buf = io.BytesIO()
-        torch.save(ck, buf)
-    with open(os.path.join(a.out, "checkpoint.pt"), "wb") as f:
-        f.write(buf.getvalue())
-    log(f"checkpoint.pt: {buf.tell() / 1e6:.2f} MB ({'with' if ck['optimizer'] else 'without'} optimizer)")
+          "trained_seconds": trained_before + train_time, "args": vars(a),
+          "history": {"steps": steps, "losses": losses, "aux_losses": aux_losses, "evals": evals}}
+    if a.state_dir:
+        save_checkpoint(a.state_dir, ck, with_optimizer=True)
+        log(f"full checkpoint (with the AdamW state) in {a.state_dir}")
+    ck_files = save_checkpoint(a.out, ck, with_optimizer=False)
+    log(f"checkpoint: {', '.join(ck_files)} (f32 weights, without the AdamW state)")
 
     # ---- final evaluation --------------------------------------------------------------------------
     acc, examples = {}, []
@@ -865,6 +953,10 @@ def main(argv=None):
         acc, examples = evaluate(model, tok, eval_items, device, cfg["generation"]["max_new_tokens"], W)
         evals.append({"step": step0 + step, "seconds": round(elapsed(), 1), "accuracy": acc, "final": True})
         log("final eval " + " ".join(f"{k}={v['accuracy']:.3f}" for k, v in acc.items()))
+        # The history inside the checkpoints gets the final evaluation too (weights unchanged).
+        for folder, full in ((a.state_dir, True), (a.out, False)):
+            if folder:
+                save_checkpoint(folder, ck, with_optimizer=full)
     except Exception as e:                                                 # noqa: BLE001
         log(f"final evaluation failed: {e!r}")
         examples = [{"error": repr(e)}]

@@ -1,15 +1,21 @@
 // The window as a person uses it, against the real engine and a real model package (the tiny
 // two-encoder package of the golden tests): drops, paste, send, stream, stop, regenerate,
 // persistence.
+#include <QAbstractButton>
+#include <QAbstractSpinBox>
 #include <QApplication>
 #include <QClipboard>
+#include <QComboBox>
 #include <QDropEvent>
 #include <QFile>
+#include <QLineEdit>
 #include <QListView>
 #include <QMimeData>
+#include <QPlainTextEdit>
 #include <QSettings>
 #include <QSignalSpy>
 #include <QTemporaryDir>
+#include <QTextEdit>
 #include <QtTest>
 
 #include "composer.h"
@@ -187,6 +193,52 @@ class TestMainWindow : public QObject {
     QCOMPARE(w->chat()->rowCount(), 2);
     QCOMPARE(w->chat()->index(0).data(ChatModel::TextRole).toString(),
              QString("Describe the image."));
+  }
+
+  void theBundledModelAnswersASampleOutOfTheBox() {
+    // What a person gets on first start: the bundled model and a sample picture it ships with.
+    auto w = std::make_unique<MainWindow>(
+        settings_.get(), dir_.path() + "/conversations-demo",
+        QStringLiteral(MLMAMBA_SOURCE_DIR "/resources/models/shapes-demo"));
+    QSignalSpy loaded(w->engine(), &InferenceController::modelLoaded);
+    if (!w->engine()->modelReady()) QVERIFY(loaded.wait(60000));
+    QVERIFY(w->statusText().contains("shapes-demo") || w->statusText().contains("Shapes demo"));
+    QVERIFY(w->openFile(QStringLiteral(MLMAMBA_SOURCE_DIR "/resources/samples/shapes-1.png")));
+    w->composer()->setText("How many shapes are there?");
+    QVERIFY(answer(w.get()));
+    QCOMPARE(w->chat()->index(1).data(ChatModel::TextRole).toString(), QString("6"));
+    // The follow-up reads only its own tokens, not the 81 picture rows again.
+    w->composer()->setText("What color is the triangle?");
+    QVERIFY(answer(w.get()));
+    QCOMPARE(w->chat()->index(3).data(ChatModel::TextRole).toString(), QString("red"));
+    const QVariantMap stats = w->chat()->index(3).data(ChatModel::StatsRole).toMap();
+    QVERIFY2(stats.value("prefill_tokens").toInt() < 30,
+             qPrintable(QString::number(stats.value("prefill_tokens").toInt())));
+  }
+
+  void everyControlHasAnAccessibleName() {
+    auto w = open();
+    w->show();
+    QStringList unnamed;
+    int checked = 0;
+    const auto widgets = w->findChildren<QWidget*>();
+    for (QWidget* c : widgets) {
+      const bool control = qobject_cast<QAbstractButton*>(c) || qobject_cast<QLineEdit*>(c) ||
+                           qobject_cast<QPlainTextEdit*>(c) || qobject_cast<QTextEdit*>(c) ||
+                           qobject_cast<QComboBox*>(c) || qobject_cast<QAbstractSpinBox*>(c) ||
+                           qobject_cast<QAbstractItemView*>(c);
+      // Qt's own parts of composite widgets (a spin box's line edit, a view's scroll bars) are
+      // named through their owner.
+      const bool inner = c->parentWidget() && (qobject_cast<QAbstractSpinBox*>(c->parentWidget()) ||
+                                               qobject_cast<QComboBox*>(c->parentWidget()));
+      if (!control || inner || !c->isVisibleTo(w.get())) continue;
+      ++checked;
+      if (c->accessibleName().isEmpty())
+        unnamed << QString("%1 (%2)").arg(c->objectName(), c->metaObject()->className());
+    }
+    QVERIFY2(unnamed.isEmpty(), qPrintable(unnamed.join(", ")));
+    // The composer, its buttons, the chat view and the conversation list at the least.
+    QVERIFY2(checked >= 6, qPrintable(QString::number(checked)));
   }
 
   void conversationsComeBackAfterARestart() {

@@ -152,8 +152,9 @@ class ViT(nn.Module):
 # Mamba-2 mixer
 # --------------------------------------------------------------------------------------------------
 
-def ssd_scan(x, dt, a, B, C, chunk: int):
-    """Chunked SSD scan from zero state, all in the caller's dtype (float32).
+def ssd_scan(x, dt, a, B, C, chunk: int, initial_state=None):
+    """Chunked SSD scan from zero state (or `initial_state` [b, H, P, N]), all in the caller's dtype
+    (float32).
 
     x [b, T, H, P]; dt [b, T, H] (after softplus); a = dt * A [b, T, H]; B, C [b, T, G, N] with head h
     reading group h // (H / G). Returns y [b, T, H, P] WITHOUT the D skip term, and the final state
@@ -189,7 +190,7 @@ def ssd_scan(x, dt, a, B, C, chunk: int):
     to_end = torch.exp(cs[:, :, -1:] - cs) * dt                        # [b,c,Q,G,K]
     S_chunk = torch.einsum("bcsgk,bcsgkp,bcsgn->bcgkpn", to_end, x, B)
     chunk_decay = torch.exp(cs[:, :, -1])                              # [b,c,G,K]
-    S = x.new_zeros(b, G, K, P, N)
+    S = x.new_zeros(b, G, K, P, N) if initial_state is None else initial_state.reshape(b, G, K, P, N)
     S_in = []
     for c in range(nc):
         S_in.append(S)
@@ -251,15 +252,21 @@ class Mamba2Mixer(nn.Module):
         self.norm = GatedRMSNorm(self.d_inner, self.d_inner // self.ngroups, norm_eps)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)   # initialised by MLMamba._init
 
-    def _conv(self, xbc, conv):
-        """xbc [b, T, C] -> silu(causal depthwise conv + bias); tap d_conv-1 multiplies the current token."""
+    def _conv(self, xbc, conv, conv_state=None):
+        """xbc [b, T, C] -> silu(causal depthwise conv + bias); tap d_conv-1 multiplies the current token.
+        conv_state [b, d_conv-1, C]: the inputs before this segment (zeros when None)."""
         T = xbc.shape[1]
-        y = F.conv1d(xbc.transpose(1, 2), conv.weight.float(), conv.bias.float(),
-                     padding=self.d_conv - 1, groups=self.conv_dim)[..., :T]
+        if conv_state is None:
+            y = F.conv1d(xbc.transpose(1, 2), conv.weight.float(), conv.bias.float(),
+                         padding=self.d_conv - 1, groups=self.conv_dim)[..., :T]
+        else:
+            y = F.conv1d(torch.cat([conv_state, xbc], dim=1).transpose(1, 2), conv.weight.float(),
+                         conv.bias.float(), groups=self.conv_dim)
         return F.silu(y).transpose(1, 2)
 
-    def _ssm(self, xbc_act, dt_raw, dt_bias, A_log, D):
-        """xbc_act [b, T, conv_dim], dt_raw [b, T, H]; params may carry a leading batch axis."""
+    def _ssm(self, xbc_act, dt_raw, dt_bias, A_log, D, initial_state=None):
+        """xbc_act [b, T, conv_dim], dt_raw [b, T, H]; params may carry a leading batch axis.
+        Returns y [b, T, d_inner] and the final SSM state [b, H, P, N]."""
         b, T, _ = xbc_act.shape
         H, P, G, N = self.nheads, self.headdim, self.ngroups, self.d_state
         x = xbc_act[..., :self.d_inner].reshape(b, T, H, P)
@@ -267,8 +274,30 @@ class Mamba2Mixer(nn.Module):
         Cm = xbc_act[..., self.d_inner + G * N:].reshape(b, T, G, N)
         dt = F.softplus(dt_raw + dt_bias)
         A = -torch.exp(A_log)
-        y, _ = ssd_scan(x, dt, dt * A, Bm, Cm, self.chunk)
-        return (y + D[..., None] * x).reshape(b, T, self.d_inner)
+        y, S = ssd_scan(x, dt, dt * A, Bm, Cm, self.chunk, initial_state)
+        return (y + D[..., None] * x).reshape(b, T, self.d_inner), S
+
+    def forward_with_state(self, u, state=None):
+        """Language-model mixer over a segment that continues from `state` = (conv_state
+        [b, d_conv-1, conv_dim], ssm_state [b, H, P, N]) or from zeros; returns the output and the
+        state after the segment. The same arithmetic as forward() on the whole sequence: a picture's
+        rows can be run once and their state shared by every question about it."""
+        assert not self.bidirectional
+        zxbcdt = self.in_proj(u)
+        with _no_autocast(u.device.type):
+            zxbcdt = zxbcdt.float()
+            di, cd = self.d_inner, self.conv_dim
+            z, xbc, dt_raw = zxbcdt[..., :di], zxbcdt[..., di:di + cd], zxbcdt[..., di + cd:]
+            conv_in, ssm_in = state if state is not None else (None, None)
+            x_act = self._conv(xbc, self.conv1d, conv_in)
+            y, ssm_out = self._ssm(x_act, dt_raw, self.dt_bias.float(), self.A_log.float(), self.D.float(), ssm_in)
+            g = self.norm(y, z)
+            k = self.d_conv - 1
+            hist = xbc if conv_in is None else torch.cat([conv_in, xbc], dim=1)
+            if hist.shape[1] < k:
+                hist = F.pad(hist, (0, 0, k - hist.shape[1], 0))
+            conv_out = hist[:, -k:]
+        return self.out_proj(g), (conv_out, ssm_out)
 
     def forward(self, u):
         zxbcdt = self.in_proj(u)
@@ -277,8 +306,8 @@ class Mamba2Mixer(nn.Module):
             di, cd = self.d_inner, self.conv_dim
             z, xbc, dt_raw = zxbcdt[..., :di], zxbcdt[..., di:di + cd], zxbcdt[..., di + cd:]
             if not self.bidirectional:
-                y = self._ssm(self._conv(xbc, self.conv1d), dt_raw, self.dt_bias.float(),
-                              self.A_log.float(), self.D.float())
+                y, _ = self._ssm(self._conv(xbc, self.conv1d), dt_raw, self.dt_bias.float(),
+                                 self.A_log.float(), self.D.float())
                 g = self.norm(y, z)
             else:
                 b = u.shape[0]
@@ -288,7 +317,7 @@ class Mamba2Mixer(nn.Module):
                 dtb = torch.stack([self.dt_bias, self.dt_bias_b]).float().repeat_interleave(b, 0)[:, None]
                 Al = torch.stack([self.A_log, self.A_log_b]).float().repeat_interleave(b, 0)[:, None]
                 Dd = torch.stack([self.D, self.D_b]).float().repeat_interleave(b, 0)[:, None]
-                y = self._ssm(torch.cat([xf, xb]), torch.cat([dt_raw, dt_raw.flip(1)]), dtb, Al, Dd)
+                y, _ = self._ssm(torch.cat([xf, xb]), torch.cat([dt_raw, dt_raw.flip(1)]), dtb, Al, Dd)
                 # The gated norm is per position, so norming the un-reversed backward output with z
                 # equals norming the reversed one with reversed z.
                 g = (self.norm(y[:b], z) + self.norm(y[b:].flip(1), z)) / 2
@@ -384,6 +413,20 @@ class LLMBackbone(nn.Module):
             hidden = layer.mixer(layer.norm(residual))
         return self.backbone.norm_f(hidden.float() + residual)
 
+    def hidden_segment(self, x, states=None):
+        """Like hidden() for a segment that continues an earlier one: `states` holds each layer's
+        mixer state after it (None: the start). Returns the segment's final-normed hidden [b, T, d]
+        and the layers' states after the segment. The residual stream needs no carry: it is per
+        position."""
+        hidden = x
+        residual = torch.zeros_like(x, dtype=torch.float32)
+        out_states = []
+        for j, layer in enumerate(self.backbone.layers):
+            residual = hidden.float() + residual
+            hidden, st = layer.mixer.forward_with_state(layer.norm(residual), None if states is None else states[j])
+            out_states.append(st)
+        return self.backbone.norm_f(hidden.float() + residual), out_states
+
     def head(self, h):
         return h @ self.backbone.embedding.weight.t().to(h.dtype)
 
@@ -453,6 +496,17 @@ class MLMamba(nn.Module):
             v = visual if img_index is None else visual[img_index]
             emb = torch.cat([v.to(emb.dtype), emb], dim=1)
         return self.llm_backbone.hidden(emb)
+
+    def hidden_text(self, visual, ids, img_index):
+        """hidden(visual, ids, img_index)[:, V:] computed with each picture's rows run through the
+        language model once (not once per question about it): their state is copied to every
+        sequence that reads that picture. Same result; the language model reads V rows per picture
+        instead of per sequence."""
+        _, states = self.llm_backbone.hidden_segment(visual)
+        states = [(c[img_index], s[img_index]) for c, s in states]
+        emb = self.llm_backbone.backbone.embedding(ids)
+        h, _ = self.llm_backbone.hidden_segment(emb, states=states)
+        return h
 
     def logits(self, visual, ids, img_index=None):
         return self.llm_backbone.head(self.hidden(visual, ids, img_index))

@@ -129,6 +129,19 @@ def main():
         # The visual rows alone too: a mismatch there is easier to read than in the logits.
         ev = R.rel_err(visual[int(img_index[i])], rows)
         assert ev < 1e-4, f"picture {int(img_index[i])}: visual rows rel err {ev:.3e}"
+    # The training's faster path (each picture's rows through the language model once, their state
+    # shared by every sequence about it) computes the same text positions as the whole sequences.
+    with torch.no_grad():
+        whole = model.hidden(visual, ids, img_index)[:, V:]
+        forked = model.hidden_text(visual, ids, img_index)
+    ef = R.rel_err(forked, whole)
+    assert ef < 1e-5, f"picture-once path: hidden rel err {ef:.3e}"
+    # Also a text part shorter than the convolution's window, where the carried inputs matter most.
+    with torch.no_grad():
+        short = ids[:, :2]
+        ef2 = R.rel_err(model.hidden_text(visual, short, img_index), model.hidden(visual, short, img_index)[:, V:])
+    assert ef2 < 1e-5, f"picture-once path, 2 tokens: hidden rel err {ef2:.3e}"
+
     # The recurrent scan gives the same connector output as the chunked one (a sanity check of the
     # reference's own two forms on this very package).
     rows_rec = R.msc_forward(ref.cfg.msc, ref.msc, torch.randn(V, cfg["mlp"]["out_dim"], dtype=torch.float64),
@@ -145,7 +158,7 @@ def main():
     assert not dead, f"parameters without gradient: {dead}"
 
     print(f"test_model: {sum(p.numel() for p in model.parameters())} parameters, {len(shard_files)} shards, "
-          f"worst logits rel err {worst:.2e}")
+          f"worst logits rel err {worst:.2e}, picture-once path {max(ef, ef2):.2e}")
     print("1 passed, 0 failed")
 
 

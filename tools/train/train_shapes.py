@@ -692,6 +692,9 @@ def main(argv=None):
     ap.add_argument("--families", default=None, help="comma-separated families to train on (default: all)")
     ap.add_argument("--bench-steps", type=int, default=0,
                     help="first time this many forward+backward passes on one batch (GPU speed without data waits)")
+    ap.add_argument("--picture-once", type=int, default=1,
+                    help="1: each picture's rows go through the language model once and their state is shared by "
+                         "its questions (same arithmetic, fewer rows); 0: every sequence reads them itself")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
     t0 = time.time()
@@ -848,7 +851,8 @@ def main(argv=None):
                     torch.cuda.synchronize()
                 tb = time.time()
             with autocast(device):
-                h = model.hidden(model.encode_images(pix), ids, img_index)[:, V:]
+                vis = model.encode_images(pix)
+                h = model.hidden_text(vis, ids, img_index) if a.picture_once else model.hidden(vis, ids, img_index)[:, V:]
                 lg = model.llm_backbone.head(h[tgt >= 0])
             F.cross_entropy(lg.float(), tgt[tgt >= 0]).backward()
         if device.type == "cuda":
@@ -876,7 +880,10 @@ def main(argv=None):
                                             for t in (ids, tgt, wts, img_index, labels))
         with autocast(device):
             visual = model.encode_images(pix)
-            h = model.hidden(visual, ids, img_index)[:, V:]            # text positions
+            if a.picture_once:                                         # text positions
+                h = model.hidden_text(visual, ids, img_index)
+            else:
+                h = model.hidden(visual, ids, img_index)[:, V:]
             sel = tgt >= 0
             logits = model.llm_backbone.head(h[sel])
         ce = F.cross_entropy(logits.float(), tgt[sel], reduction="none")

@@ -114,17 +114,13 @@ const mlmamba_backend* cuda_backend(std::string* why) {
 }
 
 Result<DeviceChoice> choose_device(Device requested) {
-  if (requested == Device::kCpu) return DeviceChoice{"cpu", ""};
+  if (requested == Device::kCpu) return DeviceChoice{"cpu", "", ""};
   const CudaProbe& cuda = probe_cuda();
-  std::string why = cuda.detail;
-  if (cuda.usable) {
-    // The module finds devices, but model execution on them is not part of this version.
-    why = "found " + cuda.detail + ", but this version runs models on the CPU only";
-  }
+  if (cuda.usable) return DeviceChoice{cuda.device, "", cuda.detail};
   if (requested == Device::kCuda) {
-    return make_error(ErrorCode::kBackend, "device cuda is not available: " + why);
+    return make_error(ErrorCode::kBackend, "device cuda is not available: " + cuda.detail);
   }
-  return DeviceChoice{"cpu", why};
+  return DeviceChoice{"cpu", cuda.detail, ""};
 }
 
 }  // namespace mlmamba

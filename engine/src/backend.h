@@ -12,10 +12,12 @@ namespace mlmamba {
 struct DeviceChoice {
   std::string device;           // "cpu", "cuda:0", ...
   std::string fallback_reason;  // set when `auto` could not use the GPU
+  std::string name;             // the GPU's name ("NVIDIA H200"); empty for the CPU
 };
 
 // kCpu -> CPU; kCuda -> the GPU or an error saying why not; kAuto -> the GPU if usable, else the
-// CPU with the reason.
+// CPU with the reason. A GPU chosen here can still be refused by the model (out of memory at
+// load): Model::load then falls back with that reason under kAuto.
 Result<DeviceChoice> choose_device(Device requested);
 
 // The loaded CUDA module's table when it loaded, is of this engine's API version and found a

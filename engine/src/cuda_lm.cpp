@@ -80,6 +80,7 @@ Result<std::unique_ptr<CudaLm>> CudaLm::load(const WeightStore& store, const Mod
   }
   std::vector<mlmamba_tensor> tensors;
   tensors.reserve(names.size());
+  int64_t parameters = 0;
   for (const auto& [mine, theirs] : names) {
     const TensorView* t = store.find(theirs);
     if (!t)
@@ -93,6 +94,9 @@ Result<std::unique_ptr<CudaLm>> CudaLm::load(const WeightStore& store, const Mod
     for (size_t k = 0; k < t->shape.size(); ++k) mt.shape[k] = t->shape[k];
     mt.data = t->data;
     tensors.push_back(mt);
+    int64_t n = 1;
+    for (int64_t e : t->shape) n *= e;
+    parameters += n;
   }
   mlmamba_lm_desc d{};
   d.device = options.device;
@@ -119,6 +123,7 @@ Result<std::unique_ptr<CudaLm>> CudaLm::load(const WeightStore& store, const Mod
   std::unique_ptr<CudaLm> lm(new CudaLm());
   lm->module_ = module;
   lm->config_ = c;
+  lm->parameters_ = parameters;
   MLM_TRY(call(module->lm_create, static_cast<const mlmamba_lm_desc*>(&d), &lm->lm_));
   return lm;
 }
@@ -128,22 +133,26 @@ CudaLm::~CudaLm() {
 }
 
 mlmamba_lm_info CudaLm::info() const {
+  const std::lock_guard lock(mutex_);
   mlmamba_lm_info i{};
   module_->lm_info(lm_, &i);
   return i;
 }
 
 Result<CudaLmState> CudaLm::new_state() const {
+  const std::lock_guard lock(mutex_);
   mlmamba_lm_state* s = nullptr;
   MLM_TRY(call(module_->state_create, lm_, &s));
   return CudaLmState(module_, s);
 }
 
 Result<void> CudaLm::reset(CudaLmState& state) const {
+  const std::lock_guard lock(mutex_);
   return call(module_->state_reset, lm_, state.get());
 }
 
 Result<std::vector<float>> CudaLm::read(const CudaLmState& state) const {
+  const std::lock_guard lock(mutex_);
   std::vector<float> v(module_->state_floats(lm_));
   MLM_TRY(call(module_->state_read, lm_, static_cast<const mlmamba_lm_state*>(state.get()),
                v.data(), v.size()));
@@ -151,20 +160,29 @@ Result<std::vector<float>> CudaLm::read(const CudaLmState& state) const {
 }
 
 Result<void> CudaLm::write(CudaLmState& state, const std::vector<float>& values) const {
+  const std::lock_guard lock(mutex_);
   return call(module_->state_write, lm_, state.get(), values.data(), values.size());
 }
 
 Result<void> CudaLm::feed_ids(CudaLmState& state, const int32_t* ids, int T, float* logits,
                               int32_t* argmax) const {
+  const std::lock_guard lock(mutex_);
   return call(module_->lm_feed_ids, lm_, state.get(), ids, T, logits, argmax);
 }
 
 Result<void> CudaLm::feed_rows(CudaLmState& state, const float* rows, int T, float* logits,
                                int32_t* argmax) const {
+  const std::lock_guard lock(mutex_);
   return call(module_->lm_feed_rows, lm_, state.get(), rows, T, logits, argmax);
 }
 
+Result<void> CudaLm::copy(CudaLmState& dst, const CudaLmState& src) const {
+  const std::lock_guard lock(mutex_);
+  return call(module_->state_copy, lm_, dst.get(), static_cast<const mlmamba_lm_state*>(src.get()));
+}
+
 Result<void> CudaLm::decode(CudaLmState& state, int32_t id, float* logits, int32_t* argmax) const {
+  const std::lock_guard lock(mutex_);
   return call(module_->lm_decode, lm_, state.get(), id, logits, argmax);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "backend_module.h"
@@ -13,6 +14,9 @@
 #include "safetensors.h"
 
 namespace mlmamba {
+
+// The module keeps one scratch area per model, so calls on one CudaLm are serialised (sessions on
+// several threads share a model).
 
 // One conversation's state on the device. Move-only; freed with the object (before its model).
 class CudaLmState {
@@ -57,12 +61,15 @@ class CudaLm {
 
   const LlmConfig& config() const { return config_; }
   mlmamba_lm_info info() const;
+  int64_t parameters() const { return parameters_; }
 
   Result<CudaLmState> new_state() const;
   Result<void> reset(CudaLmState& state) const;
   // The host layout of MixerState, layer after layer: conv history, then SSM state.
   Result<std::vector<float>> read(const CudaLmState& state) const;
   Result<void> write(CudaLmState& state, const std::vector<float>& values) const;
+  // Device to device: `dst` becomes `src` (cheap next to a read back: no host round trip).
+  Result<void> copy(CudaLmState& dst, const CudaLmState& src) const;
 
   // Prompt rows or ids continuing from `state`; the last row's logits [vocab] and/or their argmax
   // when the pointers are not null.
@@ -78,6 +85,8 @@ class CudaLm {
   const mlmamba_backend* module_ = nullptr;
   mlmamba_lm* lm_ = nullptr;
   LlmConfig config_;
+  int64_t parameters_ = 0;
+  mutable std::mutex mutex_;
 };
 
 }  // namespace mlmamba

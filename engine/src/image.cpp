@@ -10,8 +10,10 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#ifdef MLMAMBA_WITH_OPENCV
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#endif
 
 namespace mlmamba {
 
@@ -27,7 +29,7 @@ namespace {
 // imdecode; refusing them here gives the same answer with a readable message.
 constexpr uint64_t kMaxSide = 1u << 20;
 
-enum class Format { kPng, kJpeg, kBmp, kWebp, kGif, kTiff };
+enum class Format { kPng, kJpeg, kBmp, kWebp, kGif, kTiff, kPpm };
 
 const char* format_name(Format f) {
   switch (f) {
@@ -43,6 +45,8 @@ const char* format_name(Format f) {
       return "GIF";
     case Format::kTiff:
       return "TIFF";
+    case Format::kPpm:
+      return "PPM";
   }
   return "?";
 }
@@ -330,6 +334,42 @@ Result<Header> probe(std::span<const uint8_t> bytes, const ImageLimits& limits) 
                     "not a picture in a known format (PNG, JPEG, BMP, WebP or TIFF)");
 }
 
+#ifndef MLMAMBA_WITH_OPENCV
+// Binary PPM (P6, maxval 255): "P6", width, height, maxval as decimal fields separated by white
+// space (comments after '#'), one white-space byte, then RGB rows.
+Result<RgbImage> decode_ppm(std::span<const uint8_t> bytes, const ImageLimits& limits) {
+  size_t p = 2;
+  uint64_t field[3] = {0, 0, 0};
+  for (uint64_t& f : field) {
+    while (p < bytes.size() && (std::isspace(bytes[p]) || bytes[p] == '#')) {
+      if (bytes[p] == '#') {
+        while (p < bytes.size() && bytes[p] != '\n') ++p;
+      } else {
+        ++p;
+      }
+    }
+    if (p >= bytes.size() || !std::isdigit(bytes[p])) return corrupt("PPM header is damaged");
+    while (p < bytes.size() && std::isdigit(bytes[p]) && f < (1u << 30))
+      f = f * 10 + (bytes[p++] - '0');
+  }
+  if (p >= bytes.size() || !std::isspace(bytes[p])) return corrupt("PPM header is damaged");
+  ++p;
+  if (field[2] != 255) return make_error(ErrorCode::kUnsupported, "PPM with maxval other than 255");
+  Header h{Format::kPpm};
+  h.width = field[0];
+  h.height = field[1];
+  MLM_TRY(check_size(h, limits));
+  const uint64_t n = h.width * h.height * 3;
+  if (bytes.size() - p < n) return corrupt("truncated PPM");
+  RgbImage out;
+  out.width = static_cast<int>(h.width);
+  out.height = static_cast<int>(h.height);
+  out.pixels.assign(bytes.begin() + static_cast<std::ptrdiff_t>(p),
+                    bytes.begin() + static_cast<std::ptrdiff_t>(p + n));
+  return out;
+}
+#endif
+
 Result<RgbImage> decode(std::span<const uint8_t> bytes, const ImageLimits& limits) {
   if (limits.max_file_bytes >= 0 && bytes.size() > static_cast<uint64_t>(limits.max_file_bytes)) {
     return make_error(ErrorCode::kLimitExceeded,
@@ -339,6 +379,14 @@ Result<RgbImage> decode(std::span<const uint8_t> bytes, const ImageLimits& limit
   if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
     return make_error(ErrorCode::kLimitExceeded, "pictures over 2 GiB are not supported");
   }
+#ifndef MLMAMBA_WITH_OPENCV
+  // A build without OpenCV (the engine's tests on a machine that lacks it) reads only pictures
+  // already decoded elsewhere, as binary PPM.
+  if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == '6') return decode_ppm(bytes, limits);
+  return make_error(ErrorCode::kUnsupported,
+                    "this engine was built without picture decoding (no OpenCV): only binary PPM "
+                    "(P6) pictures are read");
+#else
   MLM_ASSIGN_OR_RETURN(const Header header, probe(bytes, limits));
 
   cv::Mat decoded;
@@ -392,6 +440,7 @@ Result<RgbImage> decode(std::span<const uint8_t> bytes, const ImageLimits& limit
     }
   }
   return out;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

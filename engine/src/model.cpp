@@ -55,11 +55,30 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
   auto model =
       std::make_shared<ModelImpl>(std::move(config), std::move(weights), std::move(tokenizer));
   const ModelConfig& c = model->config_;
-  auto lm = Mamba2Lm::load(model->weights_, c);
-  if (!lm.ok()) {
-    return make_error(lm.error().code, params.model_dir.string() + ": " + lm.error().message);
+  if (device.device != "cpu") {
+    // The language model goes to the GPU (bf16 there) and no fp32 copy of it is made here; the
+    // vision encoders and the connector stay on the CPU.
+    auto gpu = CudaLm::load(model->weights_, c, cuda_backend());
+    if (gpu.ok()) {
+      model->cuda_lm_ = std::move(gpu).value();
+    } else if (params.device == Device::kCuda) {
+      return make_error(gpu.error().code, params.model_dir.string() + ": the language model " +
+                                              "could not be placed on " + device.name + ": " +
+                                              gpu.error().message);
+    } else {
+      device = DeviceChoice{"cpu",
+                            "the language model could not be placed on " + device.name + " (" +
+                                gpu.error().message + ")",
+                            ""};
+    }
   }
-  model->lm_ = std::move(lm).value();
+  if (!model->cuda_lm_) {
+    auto lm = Mamba2Lm::load(model->weights_, c);
+    if (!lm.ok()) {
+      return make_error(lm.error().code, params.model_dir.string() + ": " + lm.error().message);
+    }
+    model->lm_ = std::move(lm).value();
+  }
   if (c.has_vision) {
     auto vision = VisionTower::load(model->weights_, c);
     if (!vision.ok()) {
@@ -84,7 +103,8 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
   for (const auto& n : model->weights_.names())
     dtypes.insert(dtype_name(model->weights_.find(n)->dtype));
   info.weight_dtype = dtypes.size() == 1 ? *dtypes.begin() : "mixed";
-  info.parameters = model->lm_->parameters() + (model->vision_ ? model->vision_->parameters() : 0);
+  info.parameters = (model->cuda_lm_ ? model->cuda_lm_->parameters() : model->lm_->parameters()) +
+                    (model->vision_ ? model->vision_->parameters() : 0);
   info.default_max_new_tokens = c.default_max_new_tokens;
   info.has_vision = c.has_vision;
   if (c.has_vision) {

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "config.h"
+#include "cuda_lm.h"
 #include "mamba2.h"
 #include "mlmamba/mlmamba.h"
 #include "safetensors.h"
@@ -26,7 +27,10 @@ class ModelImpl final : public Model {
 
   const ModelConfig& config() const { return config_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
+  // The language model runs on exactly one of the two: the CPU (lm) or the GPU (cuda_lm).
   const Mamba2Lm& lm() const { return *lm_; }
+  const CudaLm* cuda_lm() const { return cuda_lm_.get(); }  // null on the CPU
+  const LlmConfig& llm_config() const { return config_.llm; }
   const WeightStore& weights() const { return weights_; }
   const VisionTower* vision() const { return vision_.get(); }  // null for a text-only model
   int eos() const { return info_.eos_token_id; }
@@ -36,7 +40,8 @@ class ModelImpl final : public Model {
   ModelConfig config_;
   WeightStore weights_;  // the mapping must outlive every pointer the LM borrows from it
   Tokenizer tokenizer_;
-  std::unique_ptr<Mamba2Lm> lm_;
+  std::unique_ptr<Mamba2Lm> lm_;     // null when the language model is on the GPU
+  std::unique_ptr<CudaLm> cuda_lm_;  // declared after weights_: freed before the mapping
   std::unique_ptr<VisionTower> vision_;
   ModelInfo info_;
 };

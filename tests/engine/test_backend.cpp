@@ -61,12 +61,16 @@ TEST(Backend, TheBuiltCudaModuleLoads) {
 #endif
 }
 
-TEST(CudaDevice, IsFoundByTheModule) {
+TEST(CudaDevice, IsChosenWhenTheModuleFindsOne) {
   auto c = choose_device(Device::kAuto);
   ASSERT_TRUE(c.ok());
-  if (c->fallback_reason.find("found ") != 0)
-    GTEST_SKIP() << "skipped: no CUDA device (" << c->fallback_reason << ")";
-  EXPECT_NE(c->fallback_reason.find("NVIDIA"), std::string::npos) << c->fallback_reason;
+  if (c->device == "cpu") GTEST_SKIP() << "skipped: no CUDA device (" << c->fallback_reason << ")";
+  EXPECT_EQ(c->device, "cuda:0");
+  EXPECT_TRUE(c->fallback_reason.empty()) << c->fallback_reason;
+  EXPECT_NE(c->name.find("NVIDIA"), std::string::npos) << c->name;
+  auto explicit_cuda = choose_device(Device::kCuda);
+  ASSERT_TRUE(explicit_cuda.ok()) << explicit_cuda.error().message;
+  EXPECT_EQ(explicit_cuda->device, "cuda:0");
 }
 
 }  // namespace

@@ -165,7 +165,9 @@ class Session {
   int tokens_seen() const;
   int turns() const;
 
-  // A copy of the full conversation state (recurrent state, position, turn count).
+  // A copy of the full conversation state (recurrent state, position, turn count). With the
+  // language model on the GPU the recurrent state is read back into host memory; null if the
+  // device could not be read (restore() ignores null).
   struct Snapshot;
   std::shared_ptr<const Snapshot> snapshot() const;
   void restore(const std::shared_ptr<const Snapshot>& snapshot);

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one command: the engine itself with its language model on the GPU.
+# Unpacks the dependency pack (.devdeps/engine-deps.tar.xz, made here by
+# scripts/make_device_deps.sh and carried along) into /tmp, builds the engine without OpenCV
+# (MLMAMBA_WITH_OPENCV=OFF), the CUDA backend module (sm_90), the command-line program and the
+# engine tests of tools/cuda/engine-tests, runs the `cuda`-labelled tests and test_session, then
+# the demo model's held-out set (pictures pre-decoded to PPM in the pack) on the GPU and on the CPU
+# and compares the answers. Results in $OUT (or /tmp/cuda-engine-check): summary.md, build.log,
+# ctest.log, eval_gpu.json, eval_cpu.json, predictions_gpu.jsonl, predictions_cpu.jsonl.
+# Exit status: 0 when everything that ran passed. Each step has its own time limit.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="${OUT:-/tmp/cuda-engine-check}"
+deps="${MLMAMBA_DEVDEPS_DIR:-/tmp/mlmamba-devdeps}"
+build="${MLMAMBA_ENGINE_BUILD_DIR:-/tmp/mlmamba-engine-build}"
+mkdir -p "$out" "$deps"
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
+t0=$(date +%s)
+status=0
+summary="$out/summary.md"
+note() { echo "$*" | tee -a "$summary"; }
+: >"$summary"
+note "# Engine on the GPU: $(date -u +%F) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+
+tar -C "$deps" -xJf "$root/.devdeps/engine-deps.tar.xz" || { note "- pack: could not unpack"; exit 2; }
+lib="$deps/usr/lib/x86_64-linux-gnu"
+export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread:${LD_LIBRARY_PATH:-}"
+
+echo "== build ($(($(date +%s) - t0)) s)"
+{
+  g++ --version | head -1
+  nvcc --version | tail -1
+  cmake --version | head -1
+  timeout 60 cmake -S "$root/tools/cuda/engine-tests" -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps/usr" \
+    -DICU_ROOT="$deps/usr" -DCBLAS_INCLUDE_DIR="$deps/usr/include/x86_64-linux-gnu/openblas-pthread" &&
+    timeout 200 cmake --build "$build" -j "$(nproc)"
+} >"$out/build.log" 2>&1
+rc=$?
+note "- build: $([ $rc = 0 ] && echo ok || echo "FAILED (status $rc)") in $(($(date +%s) - t0)) s"
+if [ $rc != 0 ]; then
+  grep -E "error|Error|FAILED" "$out/build.log" | head -30
+  exit 2
+fi
+
+echo "== tests ($(($(date +%s) - t0)) s)"
+(cd "$build" && timeout 120 ctest -V -j 1 --timeout 100) >"$out/ctest.log" 2>&1
+rc=$?
+[ $rc = 0 ] || status=1
+note "- ctest (labels cuda + engine.test_session): $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
+grep -E "^[0-9]+/[0-9]+ Test|\[  FAILED  \]|\[  SKIPPED \]" "$out/ctest.log" | sed 's/^/    /' | tee -a "$summary"
+grep -E "^\s*[0-9]+: \[  (PASSED|FAILED) \]" "$out/ctest.log" | sed 's/^/    /' | tee -a "$summary"
+
+echo "== demo model, held-out set ($(($(date +%s) - t0)) s)"
+cli="$build/bin/mlmamba-cli"
+model="$root/resources/models/shapes-demo"
+data="$deps/shapes_eval/eval.jsonl"
+timeout 20 "$cli" info --model "$model" --device cuda --json >"$out/info_gpu.json" 2>&1
+note "- info --device cuda: $(tr -d '\n' <"$out/info_gpu.json" | grep -o '"device": *"[^"]*"\|"fallback_reason": *"[^"]*"' | tr '\n' ' ')"
+for dev in cuda cpu; do
+  s0=$(date +%s)
+  timeout 90 "$cli" eval --model "$model" --data "$data" --device "$dev" \
+    --predictions "$out/predictions_$dev.jsonl" --json >"$out/eval_$dev.json" 2>&1
+  rc=$?
+  note "- eval --device $dev: status $rc, $(($(date +%s) - s0)) s, $(tr -d '\n ' <"$out/eval_$dev.json" | grep -o '"overall":{[^}]*}' | head -1)"
+done
+python3 - "$out" <<'PY' | tee -a "$summary"
+import json, sys
+out = sys.argv[1]
+def load(dev):
+    try:
+        return [json.loads(l) for l in open(f"{out}/predictions_{dev}.jsonl")]
+    except OSError:
+        return []
+g, c = load("cuda"), load("cpu")
+n = min(len(g), len(c))
+same = sum(1 for a, b in zip(g, c) if a.get("prediction") == b.get("prediction"))
+print(f"- held-out answers, GPU vs CPU: {same}/{n} identical "
+      f"(GPU correct {sum(bool(a.get('correct')) for a in g)}/{len(g)}, "
+      f"CPU correct {sum(bool(b.get('correct')) for b in c)}/{len(c)})")
+for a, b in [(a, b) for a, b in zip(g, c) if a.get("prediction") != b.get("prediction")][:5]:
+    print(f"    {a.get('image')} {a.get('question')!r}: GPU {a.get('prediction')!r} CPU {b.get('prediction')!r}")
+PY
+note "- done in $(($(date +%s) - t0)) s, status $status"
+exit $status

@@ -48,21 +48,24 @@ echo "== tests ($(($(date +%s) - t0)) s)"
 rc=$?
 [ $rc = 0 ] || status=1
 note "- ctest (labels cuda + engine.test_session): $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
-grep -E "^[0-9]+/[0-9]+ Test|\[  FAILED  \]|\[  SKIPPED \]" "$out/ctest.log" | sed 's/^/    /' | tee -a "$summary"
-grep -E "^\s*[0-9]+: \[  (PASSED|FAILED) \]" "$out/ctest.log" | sed 's/^/    /' | tee -a "$summary"
+grep -E "^[0-9]+/[0-9]+ Test|^[0-9]+: \[  (PASSED|FAILED) |^[0-9]+: \[  SKIPPED \] [0-9]+ test" "$out/ctest.log" |
+  sed 's/^/    /' | tee -a "$summary"
+grep -E "^[0-9]+: \[  FAILED  \] [A-Za-z]" "$out/ctest.log" | sort -u | sed 's/^/    /' | tee -a "$summary"
 
 echo "== demo model, held-out set ($(($(date +%s) - t0)) s)"
 cli="$build/bin/mlmamba-cli"
 model="$root/resources/models/shapes-demo"
 data="$deps/shapes_eval/eval.jsonl"
 timeout 20 "$cli" info --model "$model" --device cuda --json >"$out/info_gpu.json" 2>&1
-note "- info --device cuda: $(tr -d '\n' <"$out/info_gpu.json" | grep -o '"device": *"[^"]*"\|"fallback_reason": *"[^"]*"' | tr '\n' ' ')"
+note "- info --device cuda: $(head -c 600 "$out/info_gpu.json" | tr '\n' ' ')"
 for dev in cuda cpu; do
   s0=$(date +%s)
   timeout 90 "$cli" eval --model "$model" --data "$data" --device "$dev" \
     --predictions "$out/predictions_$dev.jsonl" --json >"$out/eval_$dev.json" 2>&1
   rc=$?
-  note "- eval --device $dev: status $rc, $(($(date +%s) - s0)) s, $(tr -d '\n ' <"$out/eval_$dev.json" | grep -o '"overall":{[^}]*}' | head -1)"
+  overall=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overall"])' \
+    "$out/eval_$dev.json" 2>/dev/null || head -c 300 "$out/eval_$dev.json")
+  note "- eval --device $dev: status $rc, $(($(date +%s) - s0)) s, $overall"
 done
 python3 - "$out" <<'PY' | tee -a "$summary"
 import json, sys

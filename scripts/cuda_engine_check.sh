@@ -34,7 +34,7 @@ echo "== build ($(($(date +%s) - t0)) s)"
   timeout 60 cmake -S "$root/tools/cuda/engine-tests" -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps/usr" \
     -DICU_ROOT="$deps/usr" -DCBLAS_INCLUDE_DIR="$deps/usr/include/x86_64-linux-gnu/openblas-pthread" &&
-    timeout 200 cmake --build "$build" -j "$(nproc)"
+    timeout 180 cmake --build "$build" -j "$(nproc)"
 } >"$out/build.log" 2>&1
 rc=$?
 note "- build: $([ $rc = 0 ] && echo ok || echo "FAILED (status $rc)") in $(($(date +%s) - t0)) s"
@@ -44,7 +44,7 @@ if [ $rc != 0 ]; then
 fi
 
 echo "== tests ($(($(date +%s) - t0)) s)"
-(cd "$build" && timeout 120 ctest -V -j 1 --timeout 100) >"$out/ctest.log" 2>&1
+(cd "$build" && timeout 60 ctest -V -j 1 --timeout 50) >"$out/ctest.log" 2>&1
 rc=$?
 [ $rc = 0 ] || status=1
 note "- ctest (labels cuda + engine.test_session): $(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
@@ -60,7 +60,7 @@ timeout 20 "$cli" info --model "$model" --device cuda --json >"$out/info_gpu.jso
 note "- info --device cuda: $(head -c 600 "$out/info_gpu.json" | tr '\n' ' ')"
 for dev in cuda cpu; do
   s0=$(date +%s)
-  timeout 90 "$cli" eval --model "$model" --data "$data" --device "$dev" \
+  timeout 45 "$cli" eval --model "$model" --data "$data" --device "$dev" \
     --predictions "$out/predictions_$dev.jsonl" --json >"$out/eval_$dev.json" 2>&1
   rc=$?
   overall=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overall"])' \

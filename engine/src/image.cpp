@@ -318,7 +318,8 @@ Result<Header> probe_tiff(const Bytes& b, const ImageLimits& limits) {
   return h;
 }
 
-Result<Header> probe(std::span<const uint8_t> bytes, const ImageLimits& limits) {
+// Unused in a build without OpenCV, which reads PPM only.
+[[maybe_unused]] Result<Header> probe(std::span<const uint8_t> bytes, const ImageLimits& limits) {
   const Bytes b(bytes);
   if (b.size() == 0) return corrupt("empty file");
   if (b.starts_with(0, "\x89PNG\r\n\x1a\n", 8)) return probe_png(bytes, b, limits);

@@ -2,6 +2,7 @@
 // are errors, so a typo in a script fails loudly instead of being ignored.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>

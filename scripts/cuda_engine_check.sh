@@ -63,7 +63,7 @@ timeout 20 "$cli" info --model "$model" --device cuda --json >"$out/info_gpu.jso
 note "- info --device cuda: $(head -c 600 "$out/info_gpu.json" | tr '\n' ' ')"
 for dev in cuda cpu; do
   s0=$(date +%s)
-  timeout 45 "$cli" eval --model "$model" --data "$data" --device "$dev" \
+  OMP_NUM_THREADS=8 timeout 120 "$cli" eval --model "$model" --data "$data" --device "$dev" \
     --predictions "$out/predictions_$dev.jsonl" --json >"$out/eval_$dev.json" 2>&1
   rc=$?
   overall=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overall"])' \

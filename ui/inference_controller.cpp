@@ -18,6 +18,8 @@ InferenceController::InferenceController(QObject* parent)
   });
   connect(worker_, &InferenceWorker::modelLoadFailed, this,
           [this](const QString& folder, const QString& message) {
+            // The worker keeps the model it had when a new one fails to load.
+            ready_ = !summary_.folder.isEmpty();
             --outstanding_;
             emit modelLoadFailed(folder, message);
             settle();

@@ -95,14 +95,21 @@ MainWindow::MainWindow(Settings* settings, const QString& conversations_root,
   setAcceptDrops(true);
 
   connect(engine_, &InferenceController::modelLoaded, this, [this](const ModelSummary&) {
+    previous_model_setting_.reset();
     composer_->setCanAttach(engine_->model().has_vision);
     updateStatus();
   });
   connect(engine_, &InferenceController::modelLoadFailed, this,
           [this](const QString& folder, const QString& why) {
             updateStatus();
-            QMessageBox::warning(this, tr("Model not loaded"),
-                                 tr("The model in %1 could not be loaded:\n\n%2").arg(folder, why));
+            QString text = tr("The model in %1 could not be loaded:\n\n%2").arg(folder, why);
+            if (previous_model_setting_) {
+              settings_->setValue(setting::modelFolder, *previous_model_setting_);
+              previous_model_setting_.reset();
+              if (engine_->modelReady())
+                text += tr("\n\nThe model in use stays %1.").arg(engine_->model().folder);
+            }
+            QMessageBox::warning(this, tr("Model not loaded"), text);
           });
   connect(engine_, &InferenceController::busyChanged, this, &MainWindow::setBusy);
   connect(engine_, &InferenceController::tokens, this, [this](quint64 r, const QString& piece) {
@@ -736,6 +743,7 @@ void MainWindow::showSettings() {
   col->addWidget(buttons);
   if (dlg.exec() != QDialog::Accepted) return;
   const QString old_folder = modelFolder();
+  const QString old_setting = settings_->value(setting::modelFolder);
   const DeviceChoice old_device = settings_->value(setting::device);
   const QString chosen = folder->text().trimmed();
   if (!chosen.isEmpty() && !QFileInfo(chosen + QStringLiteral("/config.json")).isFile()) {
@@ -753,7 +761,10 @@ void MainWindow::showSettings() {
   settings_->setValue(setting::repetitionPenalty, rep->value());
   settings_->setValue(setting::maxNewTokens, max_tokens->value());
   settings_->setValue(setting::cameraIntervalSeconds, interval->value());
-  if (modelFolder() != old_folder || settings_->value(setting::device) != old_device) loadModel();
+  if (modelFolder() != old_folder || settings_->value(setting::device) != old_device) {
+    if (modelFolder() != old_folder) previous_model_setting_ = old_setting;
+    loadModel();
+  }
 }
 
 void MainWindow::showAbout() {

@@ -2,6 +2,8 @@
 // a dock. All engine work goes through InferenceController; models change on this thread only.
 #pragma once
 
+#include <optional>
+
 #include <QHash>
 #include <QMainWindow>
 
@@ -79,6 +81,9 @@ class MainWindow : public QMainWindow {
   void resizeEvent(QResizeEvent* event) override;
 
  private:
+  // The model folder setting before the settings dialog changed it: a folder that then fails to
+  // load is not kept, so the next start does not fail on it too.
+  std::optional<QString> previous_model_setting_;
   void buildUi();
   void buildMenus();
   void loadConversations();

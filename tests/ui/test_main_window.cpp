@@ -10,6 +10,7 @@
 #include <QFile>
 #include <QLineEdit>
 #include <QListView>
+#include <QMessageBox>
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSettings>
@@ -239,6 +240,43 @@ class TestMainWindow : public QObject {
     QVERIFY2(unnamed.isEmpty(), qPrintable(unnamed.join(", ")));
     // The composer, its buttons, the chat view and the conversation list at the least.
     QVERIFY2(checked >= 6, qPrintable(QString::number(checked)));
+  }
+
+  void aModelFolderThatFailsToLoadIsNotKept() {
+    auto w = open();
+    const QString before = settings_->value(setting::modelFolder);
+    // A folder that looks like a model (config.json) but whose weights are cut short.
+    const QString broken = dir_.path() + "/broken-model";
+    QVERIFY(QDir().mkpath(broken));
+    for (const QString& f : QDir(model_).entryList(QDir::Files)) {
+      QVERIFY(QFile::copy(model_ + "/" + f, broken + "/" + f));
+      if (f.endsWith(".safetensors")) QVERIFY(QFile::resize(broken + "/" + f, 100));
+    }
+    QSignalSpy failed(w->engine(), &InferenceController::modelLoadFailed);
+    QString warning;
+    // The settings dialog and then the warning are modal: fill in and close each as it appears.
+    QTimer driver;
+    connect(&driver, &QTimer::timeout, [&] {
+      QWidget* modal = QApplication::activeModalWidget();
+      if (auto* box = qobject_cast<QMessageBox*>(modal)) {
+        warning = box->text();
+        box->accept();
+      } else if (auto* dlg = qobject_cast<QDialog*>(modal)) {
+        for (auto* e : dlg->findChildren<QLineEdit*>())
+          if (e->accessibleName() == "Model folder") e->setText(broken);
+        dlg->accept();
+      }
+    });
+    driver.start(20);
+    w->showSettings();
+    QVERIFY(failed.wait(30000) || failed.count() == 1);
+    QTRY_VERIFY_WITH_TIMEOUT(!warning.isEmpty(), 10000);
+    driver.stop();
+    QVERIFY2(warning.contains("broken-model"), qPrintable(warning));
+    // The model in use stays, and so does the setting: the next start loads what worked.
+    QVERIFY(w->engine()->modelReady());
+    QVERIFY(w->statusText().contains("mlmamba_tiny_dual"));
+    QCOMPARE(settings_->value(setting::modelFolder), before);
   }
 
   void conversationsComeBackAfterARestart() {

@@ -5,6 +5,7 @@
 
 #include "device_probe.cuh"
 #include "lm.cuh"
+#include "vision.cuh"
 
 namespace mlmamba::cuda {
 namespace {
@@ -109,6 +110,35 @@ int c_last_elapsed_ms(const mlmamba_lm* lm, float* ms) {
   return MLMAMBA_OK;
 }
 
+int c_vision_create(const mlmamba_vision_desc* desc, mlmamba_vision** out, char* err, size_t len) {
+  if (!desc || !out) return report(fail(MLMAMBA_ERR_INVALID, "no description given"), err, len);
+  return guarded(err, len, [&] { return vision_create(*desc, out); });
+}
+
+void c_vision_free(mlmamba_vision* v) {
+  delete v;
+}
+
+int c_vision_info(const mlmamba_vision* v, mlmamba_vision_info* out) {
+  if (!v || !out) return MLMAMBA_ERR_INVALID;
+  out->weight_bytes = v->weight_bytes;
+  out->scratch_bytes = v->scratch_bytes;
+  out->rows = v->rows;
+  out->width = v->llm_d_model;
+  return MLMAMBA_OK;
+}
+
+int c_vision_encode(mlmamba_vision* v, const uint8_t* rgb, int size, float* rows_out,
+                    size_t n_floats, char* err, size_t len) {
+  return guarded(err, len, [&] { return vision_encode(v, rgb, size, rows_out, n_floats); });
+}
+
+int c_vision_last_elapsed_ms(const mlmamba_vision* v, float* ms) {
+  if (!v || !ms) return MLMAMBA_ERR_INVALID;
+  *ms = v->last_ms;
+  return MLMAMBA_OK;
+}
+
 const mlmamba_backend kBackend = {
     {MLMAMBA_BACKEND_API_VERSION, "cuda"},
     probe,
@@ -127,6 +157,11 @@ const mlmamba_backend kBackend = {
     c_decode,
     c_generate_greedy,
     c_last_elapsed_ms,
+    c_vision_create,
+    c_vision_free,
+    c_vision_info,
+    c_vision_encode,
+    c_vision_last_elapsed_ms,
 };
 
 }  // namespace

@@ -7,7 +7,10 @@
    Version 2 adds the Mamba-2 language model: weights resident on the device (the large matrices
    in bf16, the per-channel vectors in fp32), a recurrent state per conversation kept in fp32, and
    prefill / decode / greedy generation. Every function returns MLMAMBA_OK or an error code with a
-   message in `err`; none aborts the process. */
+   message in `err`; none aborts the process.
+
+   Version 3 adds the vision half: both ViT encoders, the mlp, the Mamba-2 Scan Connector and the
+   projector, from an already resized square RGB picture to the rows the language model reads. */
 #ifndef MLMAMBA_BACKEND_MODULE_H_
 #define MLMAMBA_BACKEND_MODULE_H_
 
@@ -18,7 +21,7 @@
 extern "C" {
 #endif
 
-#define MLMAMBA_BACKEND_API_VERSION 2
+#define MLMAMBA_BACKEND_API_VERSION 3
 
 /* Return codes. */
 #define MLMAMBA_OK 0
@@ -98,6 +101,73 @@ struct mlmamba_lm_info {
 typedef struct mlmamba_lm mlmamba_lm;
 typedef struct mlmamba_lm_state mlmamba_lm_state;
 
+/* One ViT encoder (engine/src/config.h: VitConfig). Its tensors are named
+   vision_backbone.<name>.{patch_embed.proj.weight [dim, 3, patch, patch], patch_embed.proj.bias,
+   pos_embed [1, grid*grid, dim], cls_token [1, 1, dim] (class_token), reg_token [1, registers, dim]
+   (register_tokens > 0), blocks.{j}.{norm1, norm2}.{weight, bias}, blocks.{j}.attn.qkv.{weight
+   [3*dim, dim], bias}, blocks.{j}.attn.proj.{weight, bias}, blocks.{j}.mlp.fc1.{weight
+   [mlp_hidden, dim], bias}, blocks.{j}.mlp.fc2.{weight, bias}, blocks.{j}.ls1.gamma and ls2.gamma
+   (layer_scale)} for j = 0 .. feature_layer. */
+#define MLMAMBA_MAX_ENCODERS 4
+struct mlmamba_vit_desc {
+  const char* name; /* tensor prefix under vision_backbone. */
+  int patch_size;
+  int dim;
+  int heads;
+  int mlp_hidden;
+  int class_token;     /* non-zero: one class token before the patches */
+  int register_tokens; /* register tokens after the class token */
+  int layer_scale;     /* non-zero: ls1 / ls2 scale the residual branches */
+  int feature_layer;   /* 0-based block whose output is the feature */
+  float norm_eps;
+  float mean[3]; /* normalisation of x / 255, per RGB channel */
+  float std[3];
+};
+
+/* The vision half (engine/src/config.h: VisionConfig). Tensors besides the encoders':
+   mlp.0.{weight [mlp_out, sum of dims], bias}; per MSC layer l,
+   bidirectional_mamba.layers.{l}.mixer.{in_proj.weight [d_in_proj, mlp_out], out_proj.weight
+   [mlp_out, d_inner], norm.weight [d_inner], conv1d.weight [conv_dim, 1, d_conv], conv1d.bias,
+   dt_bias, A_log, D, and the backward direction's conv1d_b.weight, conv1d_b.bias, dt_bias_b,
+   A_log_b, D_b}, bidirectional_mamba.layers.{l}.norm.{weight, bias},
+   bidirectional_mamba.layers.{l}.mlp.{w1, w2, w3}.{weight [mlp_out, mlp_out], bias};
+   bidirectional_mamba.norm_f.{weight, bias}; projector.projector.0.{weight [projector_hidden,
+   mlp_out], bias}, projector.projector.2.{weight [llm_d_model, projector_hidden], bias},
+   projector.projector.4.{weight [llm_d_model, llm_d_model], bias}. */
+struct mlmamba_vision_desc {
+  int device;
+  int image_size; /* pixels per side of the square picture */
+  int n_encoders;
+  struct mlmamba_vit_desc encoders[MLMAMBA_MAX_ENCODERS];
+  int mlp_out;
+  int msc_layers;
+  int msc_d_inner;
+  int msc_d_state;
+  int msc_headdim;
+  int msc_nheads;
+  int msc_ngroups;
+  int msc_d_conv;
+  int msc_chunk_size;
+  int msc_norm_group_size;
+  float msc_mixer_norm_eps; /* the gated RMSNorm */
+  int msc_conv_bias;
+  float msc_layer_norm_eps; /* the LayerNorms after each layer and norm_f */
+  int projector_hidden;
+  int llm_d_model;
+  int poison; /* non-zero: fill scratch with NaN before every call (tests) */
+  const struct mlmamba_tensor* tensors;
+  int n_tensors;
+};
+
+struct mlmamba_vision_info {
+  size_t weight_bytes;
+  size_t scratch_bytes;
+  int rows;  /* grid * grid */
+  int width; /* llm_d_model */
+};
+
+typedef struct mlmamba_vision mlmamba_vision;
+
 /* The part of every version's table that never moves: the engine reads it first. */
 struct mlmamba_backend_header {
   int api_version; /* MLMAMBA_BACKEND_API_VERSION of the module's build */
@@ -146,6 +216,18 @@ struct mlmamba_backend {
                             int32_t eos, int32_t* out_ids, int* n_out, char* err, size_t err_len);
   /* Device time of the last feed / decode / generate call, measured with CUDA events. */
   int (*lm_last_elapsed_ms)(const mlmamba_lm* lm, float* ms);
+
+  /* Version 3: the vision half. vision_create validates the description and allocates weights
+     (matrices bf16, vectors fp32) and the scratch of one picture at once. */
+  int (*vision_create)(const struct mlmamba_vision_desc* desc, mlmamba_vision** out, char* err,
+                       size_t err_len);
+  void (*vision_free)(mlmamba_vision* vision);
+  int (*vision_info)(const mlmamba_vision* vision, struct mlmamba_vision_info* out);
+  /* `rgb` is the square picture [size, size, 3] (size == image_size), already resized on the
+     host; writes rows * width fp32 values to `rows_out` (n_floats must equal that). */
+  int (*vision_encode)(mlmamba_vision* vision, const uint8_t* rgb, int size, float* rows_out,
+                       size_t n_floats, char* err, size_t err_len);
+  int (*vision_last_elapsed_ms)(const mlmamba_vision* vision, float* ms);
 };
 
 typedef const struct mlmamba_backend_header* (*mlmamba_backend_entry_fn)(void);

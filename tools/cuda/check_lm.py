@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 import mamba2_ref as ref  # noqa: E402
 
-API_VERSION = 2
+API_VERSION = 3
 OK, ERR_INVALID, ERR_OOM = 0, 1, 2
 DT_F32, DT_F16, DT_BF16 = 0, 1, 2
 SCAN_CHUNKED, SCAN_RECURRENT = 0, 1

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one command: builds the CUDA backend module alone (nvcc + cmake; none of
 # the engine's other dependencies), checks its Mamba-2 language model against the PyTorch
-# reference (tools/cuda/check_lm.py) and times a 130M-shape and a 2.7B-shape model.
+# reference (tools/cuda/check_lm.py) and times a 130M-shape and a 2.7B-shape model, then checks
+# its vision half (encoders, connector, projector) against tools/train/model.py and times one
+# full-size 384 px picture (tools/cuda/check_vision.py).
 # Results in $OUT (or /tmp/cuda-check): build.log, ptxas.txt, check.log, cuda_check.json,
-# cuda_check.md. Exit status: the check's (1 if any check failed). About 2-4 minutes on an H200.
+# cuda_check.md, vision.log, vision_check.json, vision_check.md. Exit status: 1 if any check of
+# either failed. About 3-5 minutes on an H200.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="${OUT:-/tmp/cuda-check}"
@@ -31,6 +34,11 @@ set +e
 PYTHONUNBUFFERED=1 timeout 420 "${PYTHON:-python3}" "$root/tools/cuda/check_lm.py" \
   --module "$build/lib/libmlmamba-cuda.so" --out "$out" 2>&1 | tee "$out/check.log" | grep -v "^  \[ok  \]"
 status=${PIPESTATUS[0]}
+echo "== vision check and timing ($(($(date +%s) - t0)) s so far)"
+PYTHONUNBUFFERED=1 timeout 240 "${PYTHON:-python3}" "$root/tools/cuda/check_vision.py" \
+  --module "$build/lib/libmlmamba-cuda.so" --out "$out" 2>&1 | tee "$out/vision.log" | grep -v "^  \[ok  \]"
+vision_status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then status=$vision_status; fi
 set -e
-echo "== done in $(($(date +%s) - t0)) s, status $status; results in $out (cuda_check.md first)"
+echo "== done in $(($(date +%s) - t0)) s, status $status; results in $out (cuda_check.md, vision_check.md)"
 exit "$status"

@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <set>
 
 #include "backend.h"
@@ -57,7 +58,7 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
   const ModelConfig& c = model->config_;
   if (device.device != "cpu") {
     // The language model goes to the GPU (bf16 there) and no fp32 copy of it is made here; the
-    // vision encoders and the connector stay on the CPU.
+    // vision half follows it below.
     auto gpu = CudaLm::load(model->weights_, c, cuda_backend());
     if (gpu.ok()) {
       model->cuda_lm_ = std::move(gpu).value();
@@ -86,6 +87,19 @@ Result<std::shared_ptr<const Model>> Model::load(const LoadParams& params) {
                         params.model_dir.string() + ": " + vision.error().message);
     }
     model->vision_ = std::move(vision).value();
+    // With the language model on the GPU the encoders and the connector go there too; the CPU
+    // tower stays loaded as the fallback. MLMAMBA_CPU_VISION=1 keeps pictures on the CPU (to
+    // compare the two paths).
+    const char* cpu_vision = std::getenv("MLMAMBA_CPU_VISION");
+    if (model->cuda_lm_ && !(cpu_vision && *cpu_vision && std::string(cpu_vision) != "0")) {
+      auto gpu = CudaVision::load(model->weights_, c, cuda_backend());
+      if (gpu.ok()) {
+        model->vision_->set_gpu(std::move(gpu).value(), "");
+      } else {
+        model->vision_->set_gpu(nullptr, "the vision encoders could not be placed on " +
+                                             device.name + " (" + gpu.error().message + ")");
+      }
+    }
   }
   if (model->tokenizer_.vocab_size() > c.llm.vocab_size) {
     return make_error(ErrorCode::kCorruptFile, tok_path.string() + " has " +

@@ -26,6 +26,12 @@ void VisionTower::encode(const RgbImage& image, float* out, Trace* trace) const 
   uint8_t fill[3];
   for (int c = 0; c < 3; ++c) fill[c] = static_cast<uint8_t>(v_.encoders[0].mean[c] * 255.0f);
   const RgbImage square = to_square(image, S, mode_, fill);
+  if (gpu_ && !trace) {
+    const auto r = gpu_->encode(square, out);
+    if (r.ok()) return;
+    const std::lock_guard lock(gpu_mutex_);
+    gpu_failure_ = r.error().message;
+  }
   std::vector<float> chw(static_cast<size_t>(3) * S * S), feats(static_cast<size_t>(R) * F);
   int offset = 0;
   for (const VitEncoder& enc : encoders_) {
@@ -43,6 +49,17 @@ void VisionTower::encode(const RgbImage& image, float* out, Trace* trace) const 
     }
   }
   connector_->run(feats.data(), R, out, trace ? &trace->connector : nullptr);
+}
+
+void VisionTower::set_gpu(std::unique_ptr<CudaVision> gpu, std::string why_not) {
+  const std::lock_guard lock(gpu_mutex_);
+  gpu_ = std::move(gpu);
+  gpu_failure_ = std::move(why_not);
+}
+
+std::string VisionTower::gpu_failure() const {
+  const std::lock_guard lock(gpu_mutex_);
+  return gpu_failure_;
 }
 
 }  // namespace mlmamba

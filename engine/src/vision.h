@@ -3,10 +3,13 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "config.h"
 #include "connector.h"
+#include "cuda_vision.h"
 #include "image.h"
 #include "vit.h"
 
@@ -25,8 +28,16 @@ class VisionTower {
     std::vector<std::vector<float>> features;  // per encoder, [rows, dim]
     Connector::Trace connector;
   };
-  // Writes rows() x llm d_model floats.
+  // Writes rows() x llm d_model floats. On the GPU when one is set (not for a trace), else, or
+  // when the module refuses the call, on the CPU.
   void encode(const RgbImage& image, float* rows, Trace* trace = nullptr) const;
+
+  // The GPU path, set when the language model runs on the GPU; null with the reason it is not
+  // (empty when it was never tried).
+  void set_gpu(std::unique_ptr<CudaVision> gpu, std::string why_not);
+  const CudaVision* gpu() const { return gpu_.get(); }
+  // Why the pictures are encoded on the CPU: creation failed, or the last GPU call failed.
+  std::string gpu_failure() const;
 
  private:
   VisionTower() = default;
@@ -36,6 +47,9 @@ class VisionTower {
   F32Weights arena_;
   std::vector<VitEncoder> encoders_;
   std::unique_ptr<Connector> connector_;
+  std::unique_ptr<CudaVision> gpu_;
+  mutable std::mutex gpu_mutex_;
+  mutable std::string gpu_failure_;
 };
 
 }  // namespace mlmamba

@@ -34,7 +34,7 @@ echo "== build ($(($(date +%s) - t0)) s)"
   timeout 60 cmake -S "$root/tools/cuda/engine-tests" -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps/usr" \
     -DICU_ROOT="$deps/usr" -DCBLAS_INCLUDE_DIR="$deps/usr/include/x86_64-linux-gnu/openblas-pthread" &&
-    timeout 150 cmake --build "$build" -j "$(nproc)" --target test_backend test_cuda_lm test_session
+    timeout 150 cmake --build "$build" -j "$(nproc)" --target test_backend test_cuda_lm test_cuda_vision test_session
 } >"$out/build.log" 2>&1
 rc=$?
 note "- build (engine, module, tests): $([ $rc = 0 ] && echo ok || echo "FAILED (status $rc)") in $(($(date +%s) - t0)) s"

@@ -75,15 +75,18 @@ __global__ void patch_unfold_kernel(const uint8_t* rgb, int S, int P, int G, Nor
   out[i] = __float2bfloat16_rn((v / 255.0f - n.mean[ch]) / n.std[ch]);
 }
 
-// Rows [prefix, N) hold patch_embed's product: add its bias, then pos_embed. Rows [0, prefix) get
-// the class and register tokens, which carry no position embedding.
-__global__ void embed_kernel(float* x, int prefix, int R, int D, const float* patch_b,
-                             const float* pos, const float* cls, const float* reg) {
+// Rows [prefix, N) get patch_embed's product plus its bias, then pos_embed. Rows [0, prefix) get
+// the class and register tokens, which carry no position embedding. (The product is written to its
+// own buffer rather than in place at row `prefix`: cuBLASLt's heuristics assume aligned outputs.)
+__global__ void embed_kernel(float* x, const float* patch_out, int prefix, int R, int D,
+                             const float* patch_b, const float* pos, const float* cls,
+                             const float* reg) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= static_cast<int64_t>(prefix + R) * D) return;
   const int t = static_cast<int>(i / D), k = static_cast<int>(i % D);
   if (t >= prefix) {
-    x[i] = (x[i] + patch_b[k]) + pos[static_cast<size_t>(t - prefix) * D + k];
+    const size_t j = static_cast<size_t>(t - prefix) * D + k;
+    x[i] = (patch_out[j] + patch_b[k]) + pos[j];
   } else if (cls && t == 0) {
     x[i] = cls[k];
   } else {
@@ -318,7 +321,7 @@ Sizes sizes_of(const mlmamba_vision* v) {
   z.I = m.d_inner;
   z.CD = m.d_inner + 2 * m.ngroups * m.d_state;
   z.W = 2 * m.d_inner + 2 * m.ngroups * m.d_state + m.nheads;
-  z.Q = m.chunk_size;
+  z.Q = std::max(1, m.chunk_size);  // 0 when there is no MSC layer
   z.chunks = ceil_div(z.R, z.Q);
   z.wide_max = std::max({z.F, z.M, z.L, z.PH, z.W, z.I});
   for (const VitDev& e : v->encoders) {
@@ -634,10 +637,9 @@ Status run_encoder(mlmamba_vision* v, const VitDev& e, int offset) {
   patch_unfold_kernel<<<blocks_for(static_cast<int64_t>(z.R) * K), kThreads, 0, stream>>>(
       s.rgb, z.S, P, z.G, n, s.patches);
   MLM_LAUNCH_CHECK("patch_unfold_kernel");
-  MLM_STATUS_TRY(v->gemm.linear(s.patches, e.patch_w, z.R, D, K,
-                                s.x + static_cast<size_t>(prefix) * D, stream));
+  MLM_STATUS_TRY(v->gemm.linear(s.patches, e.patch_w, z.R, D, K, s.out, stream));
   embed_kernel<<<blocks_for(static_cast<int64_t>(N) * D), kThreads, 0, stream>>>(
-      s.x, prefix, z.R, D, e.patch_b, e.pos_embed, e.cls_token, e.reg_token);
+      s.x, s.out, prefix, z.R, D, e.patch_b, e.pos_embed, e.cls_token, e.reg_token);
   MLM_LAUNCH_CHECK("embed_kernel");
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (const VitBlockDev& b : e.blocks) {

@@ -66,7 +66,8 @@ TOL_MATCHED = 5e-3
 TOL_SELF = 5e-3
 
 # --------------------------------------------------------------------------------------------------
-# The C ABI (engine/src/backend_module.h, version 2)
+# The C ABI (engine/src/backend_module.h, version 3: its language-model part; the vision part
+# is in check_vision.py)
 # --------------------------------------------------------------------------------------------------
 c_int, c_float, c_size_t, c_int32, c_int64 = (ctypes.c_int, ctypes.c_float, ctypes.c_size_t,
                                               ctypes.c_int32, ctypes.c_int64)

@@ -63,7 +63,9 @@ timeout 20 "$cli" info --model "$model" --device cuda --json >"$out/info_gpu.jso
 note "- info --device cuda: $(head -c 600 "$out/info_gpu.json" | tr '\n' ' ')"
 for dev in cuda cpu; do
   s0=$(date +%s)
-  OMP_NUM_THREADS=8 timeout 120 "$cli" eval --model "$model" --data "$data" --device "$dev" \
+  # On the GPU with the vision half there too (opt-in in the engine until this comparison holds).
+  MLMAMBA_GPU_VISION=$([ "$dev" = cuda ] && echo 1 || echo 0) OMP_NUM_THREADS=8 \
+    timeout 120 "$cli" eval --model "$model" --data "$data" --device "$dev" \
     --predictions "$out/predictions_$dev.jsonl" --json >"$out/eval_$dev.json" 2>&1
   rc=$?
   overall=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["overall"])' \

@@ -101,22 +101,22 @@ TEST_P(CudaVisionTest, AWrongSizeIsAnErrorAndTheObjectGoesOn) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaVisionTest,
                          ::testing::Values("mlmamba_tiny_dual", "mlmamba_tiny_siglip_odd"));
 
-TEST(CudaVisionModelTest, FollowsTheLanguageModelToTheGpuUnlessAskedNotTo) {
+TEST(CudaVisionModelTest, FollowsTheLanguageModelToTheGpuWhenAskedTo) {
   std::string why;
   if (!cuda_backend(&why)) GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
   LoadParams p;
   p.model_dir = std::string(MLMAMBA_FIXTURES) + "/mlmamba_tiny_dual";
   p.device = Device::kCuda;
+  setenv("MLMAMBA_GPU_VISION", "1", 1);
   auto m = Model::load(p);
+  unsetenv("MLMAMBA_GPU_VISION");
   ASSERT_TRUE(m.ok()) << m.error().message;
   const ModelImpl& gpu = static_cast<const ModelImpl&>(**m);
   ASSERT_NE(gpu.vision(), nullptr);
   EXPECT_NE(gpu.vision()->gpu(), nullptr) << gpu.vision()->gpu_failure();
   EXPECT_TRUE(gpu.vision()->gpu_failure().empty()) << gpu.vision()->gpu_failure();
 
-  setenv("MLMAMBA_CPU_VISION", "1", 1);
-  auto c = Model::load(p);
-  unsetenv("MLMAMBA_CPU_VISION");
+  auto c = Model::load(p);  // without MLMAMBA_GPU_VISION: pictures on the CPU
   ASSERT_TRUE(c.ok()) << c.error().message;
   const ModelImpl& cpu = static_cast<const ModelImpl&>(**c);
   EXPECT_EQ(cpu.vision()->gpu(), nullptr);

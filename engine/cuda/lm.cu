@@ -151,16 +151,10 @@ Layout place(mlmamba_lm* lm, Carver& c, bool tied) {
   return l;
 }
 
-struct Expected {
-  std::vector<int64_t> shape;
-  bool to_bf16;
-  void* dst;
-};
-
 Status upload_weights(mlmamba_lm* lm, const mlmamba_lm_desc& desc, bool tied) {
   const LmDims& d = lm->d;
   const int64_t D = d.d_model, V = d.vocab, CD = d.conv_dim(), W = d.d_in_proj();
-  std::map<std::string, Expected> want;
+  std::map<std::string, ExpectedTensor> want;
   want["embedding.weight"] = {{V, D}, true, lm->embedding};
   if (!tied) want["lm_head.weight"] = {{V, D}, true, lm->lm_head};
   want["norm_f.weight"] = {{D}, false, lm->norm_f};
@@ -180,44 +174,8 @@ Status upload_weights(mlmamba_lm* lm, const mlmamba_lm_desc& desc, bool tied) {
     want[m + "out_proj.weight"] = {{D, d.d_inner}, true, w.out_proj};
     if (d.proj_bias) want[m + "out_proj.bias"] = {{D}, false, w.out_proj_bias};
   }
-  WeightUploader up;
-  MLM_STATUS_TRY(up.init(lm->stream));
-  std::map<std::string, bool> seen;
-  for (int i = 0; i < desc.n_tensors; ++i) {
-    const mlmamba_tensor& t = desc.tensors[i];
-    const std::string name = t.name ? t.name : "";
-    auto it = want.find(name);
-    if (it == want.end()) {
-      if (name == "lm_head.weight" && tied) continue;
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is not part of this language model");
-    }
-    if (seen[name]) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is given twice");
-    seen[name] = true;
-    const Expected& e = it->second;
-    bool shape_ok = t.ndim == static_cast<int>(e.shape.size());
-    for (int k = 0; shape_ok && k < t.ndim; ++k) shape_ok = t.shape[k] == e.shape[k];
-    if (!shape_ok) {
-      std::string expect;
-      for (size_t k = 0; k < e.shape.size(); ++k)
-        expect += (k ? ", " : "") + std::to_string(e.shape[k]);
-      return fail(MLMAMBA_ERR_INVALID,
-                  "tensor " + name + " has the wrong shape (expected [" + expect + "])");
-    }
-    if (t.dtype != MLMAMBA_DTYPE_F32 && t.dtype != MLMAMBA_DTYPE_F16 &&
-        t.dtype != MLMAMBA_DTYPE_BF16)
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has an unknown dtype");
-    if (!t.data) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has no data");
-    if (e.to_bf16) {
-      MLM_STATUS_TRY(up.to_bf16(t, static_cast<bf16*>(e.dst)));
-    } else {
-      MLM_STATUS_TRY(up.to_f32(t, static_cast<float*>(e.dst)));
-    }
-  }
-  for (const auto& [name, e] : want) {
-    if (!seen[name])
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is missing from the description");
-  }
-  return up.finish();
+  return upload_tensor_table(desc.tensors, desc.n_tensors, want, lm->stream, "this language model",
+                             tied ? "lm_head.weight" : "");
 }
 
 float* conv_state(const mlmamba_lm* lm, const mlmamba_lm_state* st, int layer) {

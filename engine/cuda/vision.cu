@@ -508,17 +508,11 @@ Layout place(mlmamba_vision* v, Carver& c) {
   return l;
 }
 
-struct Expected {
-  std::vector<int64_t> shape;
-  bool to_bf16;
-  void* dst;
-};
-
 Status upload_weights(mlmamba_vision* v, const mlmamba_vision_desc& desc) {
   const Sizes z = sizes_of(v);
   const mlmamba_lm_desc& m = v->msc;
   const int64_t M = z.M;
-  std::map<std::string, Expected> want;
+  std::map<std::string, ExpectedTensor> want;
   for (const VitDev& e : v->encoders) {
     const std::string p = "vision_backbone." + e.name + ".";
     const int64_t D = e.c.dim, P = e.c.patch_size, H = e.c.mlp_hidden;
@@ -582,42 +576,7 @@ Status upload_weights(mlmamba_vision* v, const mlmamba_vision_desc& desc) {
   want["projector.projector.4.weight"] = {{z.L, z.L}, true, v->p4_w};
   want["projector.projector.4.bias"] = {{z.L}, false, v->p4_b};
 
-  WeightUploader up;
-  MLM_STATUS_TRY(up.init(v->stream));
-  std::map<std::string, bool> seen;
-  for (int i = 0; i < desc.n_tensors; ++i) {
-    const mlmamba_tensor& t = desc.tensors[i];
-    const std::string name = t.name ? t.name : "";
-    auto it = want.find(name);
-    if (it == want.end())
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is not part of this vision half");
-    if (seen[name]) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is given twice");
-    seen[name] = true;
-    const Expected& e = it->second;
-    bool shape_ok = t.ndim == static_cast<int>(e.shape.size());
-    for (int k = 0; shape_ok && k < t.ndim; ++k) shape_ok = t.shape[k] == e.shape[k];
-    if (!shape_ok) {
-      std::string expect;
-      for (size_t k = 0; k < e.shape.size(); ++k)
-        expect += (k ? ", " : "") + std::to_string(e.shape[k]);
-      return fail(MLMAMBA_ERR_INVALID,
-                  "tensor " + name + " has the wrong shape (expected [" + expect + "])");
-    }
-    if (t.dtype != MLMAMBA_DTYPE_F32 && t.dtype != MLMAMBA_DTYPE_F16 &&
-        t.dtype != MLMAMBA_DTYPE_BF16)
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has an unknown dtype");
-    if (!t.data) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has no data");
-    if (e.to_bf16) {
-      MLM_STATUS_TRY(up.to_bf16(t, static_cast<bf16*>(e.dst)));
-    } else {
-      MLM_STATUS_TRY(up.to_f32(t, static_cast<float*>(e.dst)));
-    }
-  }
-  for (const auto& [name, e] : want) {
-    if (!seen[name])
-      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is missing from the description");
-  }
-  return up.finish();
+  return upload_tensor_table(desc.tensors, desc.n_tensors, want, v->stream, "this vision half");
 }
 
 // ---------------------------------------------------------------------------------------------

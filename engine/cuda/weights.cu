@@ -127,4 +127,47 @@ Status WeightUploader::finish() {
   return {};
 }
 
+Status upload_tensor_table(const mlmamba_tensor* tensors, int n_tensors,
+                           const std::map<std::string, ExpectedTensor>& want, cudaStream_t stream,
+                           const std::string& owner, const std::string& may_skip) {
+  WeightUploader up;
+  MLM_STATUS_TRY(up.init(stream));
+  std::map<std::string, bool> seen;
+  for (int i = 0; i < n_tensors; ++i) {
+    const mlmamba_tensor& t = tensors[i];
+    const std::string name = t.name ? t.name : "";
+    auto it = want.find(name);
+    if (it == want.end()) {
+      if (!may_skip.empty() && name == may_skip) continue;
+      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is not part of " + owner);
+    }
+    if (seen[name]) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is given twice");
+    seen[name] = true;
+    const ExpectedTensor& e = it->second;
+    bool shape_ok = t.ndim == static_cast<int>(e.shape.size());
+    for (int k = 0; shape_ok && k < t.ndim; ++k) shape_ok = t.shape[k] == e.shape[k];
+    if (!shape_ok) {
+      std::string expect;
+      for (size_t k = 0; k < e.shape.size(); ++k)
+        expect += (k ? ", " : "") + std::to_string(e.shape[k]);
+      return fail(MLMAMBA_ERR_INVALID,
+                  "tensor " + name + " has the wrong shape (expected [" + expect + "])");
+    }
+    if (t.dtype != MLMAMBA_DTYPE_F32 && t.dtype != MLMAMBA_DTYPE_F16 &&
+        t.dtype != MLMAMBA_DTYPE_BF16)
+      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has an unknown dtype");
+    if (!t.data) return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " has no data");
+    if (e.to_bf16) {
+      MLM_STATUS_TRY(up.to_bf16(t, static_cast<bf16*>(e.dst)));
+    } else {
+      MLM_STATUS_TRY(up.to_f32(t, static_cast<float*>(e.dst)));
+    }
+  }
+  for (const auto& [name, e] : want) {
+    if (!seen[name])
+      return fail(MLMAMBA_ERR_INVALID, "tensor " + name + " is missing from the description");
+  }
+  return up.finish();
+}
+
 }  // namespace mlmamba::cuda

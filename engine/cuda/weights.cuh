@@ -3,6 +3,10 @@
 // bus, then converted on the device (f32 / f16 / bf16 to the resident bf16 or fp32).
 #pragma once
 
+#include <map>
+#include <string>
+#include <vector>
+
 #include "common.cuh"
 
 namespace mlmamba::cuda {
@@ -31,6 +35,21 @@ class WeightUploader {
   cudaEvent_t done_[kSlots] = {};
   int next_ = 0;
 };
+
+// Where one named tensor of a description goes: its required shape, and whether it is kept in
+// bf16 (matrices) or fp32 (vectors, convolutions, embeddings that are added).
+struct ExpectedTensor {
+  std::vector<int64_t> shape;
+  bool to_bf16;
+  void* dst;
+};
+
+// Uploads a description's tensor table: every name in `want` must appear exactly once, with its
+// shape, a known dtype and data; a name not in `want` is refused unless it is `may_skip` (a tied
+// head given anyway). `owner` names the model part in the messages.
+Status upload_tensor_table(const mlmamba_tensor* tensors, int n_tensors,
+                           const std::map<std::string, ExpectedTensor>& want, cudaStream_t stream,
+                           const std::string& owner, const std::string& may_skip = "");
 
 size_t dtype_bytes(int dtype);
 int64_t numel(const mlmamba_tensor& t);

@@ -1,5 +1,5 @@
 // What every kernel file of the CUDA backend shares: status values instead of aborts, checked
-// launches, bf16 conversions and warp / block reductions.
+// launches, carving one device allocation, bf16 conversions and warp / block reductions.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "backend_module.h"
@@ -55,6 +56,31 @@ inline Status cuda_status(cudaError_t e, const char* what) {
     ::mlmamba::cuda::Status mlm_s_ = (expr); \
     if (!mlm_s_.ok()) return mlm_s_;         \
   } while (0)
+
+// Sizes in messages about memory.
+inline std::string mib(size_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return b;
+}
+
+// Hands out 256-byte aligned pieces of one allocation. Run once without a base to size the pool.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(reinterpret_cast<uintptr_t>(base)) {}
+  template <class T>
+  T* take(size_t count) {
+    off_ = (off_ + 255) & ~size_t{255};
+    T* p = reinterpret_cast<T*>(base_ + off_);
+    off_ += count * sizeof(T);
+    return p;
+  }
+  size_t used() const { return off_; }
+
+ private:
+  uintptr_t base_;
+  size_t off_ = 0;
+};
 
 inline int ceil_div(int64_t a, int64_t b) {
   return static_cast<int>((a + b - 1) / b);

@@ -30,30 +30,6 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // cuBLASLt's recommendati
 constexpr int kDefaultSegment = 2048;
 constexpr int kMaxSegment = 65535;  // grid.y of the conv kernel
 
-std::string mib(size_t bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return b;
-}
-
-// Hands out 256-byte aligned pieces of one allocation. Run once without a base to size the pool.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(reinterpret_cast<uintptr_t>(base)) {}
-  template <class T>
-  T* take(size_t count) {
-    off_ = (off_ + 255) & ~size_t{255};
-    T* p = reinterpret_cast<T*>(base_ + off_);
-    off_ += count * sizeof(T);
-    return p;
-  }
-  size_t used() const { return off_; }
-
- private:
-  uintptr_t base_;
-  size_t off_ = 0;
-};
-
 Status check_dims(const mlmamba_lm_desc& in, LmDims* out) {
   auto bad = [](const std::string& m) { return fail(MLMAMBA_ERR_INVALID, m); };
   LmDims d{};

@@ -30,30 +30,6 @@ constexpr int kMaxHeadDim = 128;  // the attention kernel keeps 4 output values 
 constexpr int kAttnRows = 16;     // query rows per attention block: 2 per warp of 8
 constexpr int kKeyTile = 32;      // keys per shared-memory tile: one per lane
 
-std::string mib(size_t bytes) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return b;
-}
-
-// Hands out 256-byte aligned pieces of one allocation. Run once without a base to size the pool.
-class Carver {
- public:
-  explicit Carver(void* base) : base_(reinterpret_cast<uintptr_t>(base)) {}
-  template <class T>
-  T* take(size_t count) {
-    off_ = (off_ + 255) & ~size_t{255};
-    T* p = reinterpret_cast<T*>(base_ + off_);
-    off_ += count * sizeof(T);
-    return p;
-  }
-  size_t used() const { return off_; }
-
- private:
-  uintptr_t base_;
-  size_t off_ = 0;
-};
-
 // ---------------------------------------------------------------------------------------------
 // Kernels
 

@@ -2,41 +2,9 @@
 
 #include <string>
 
+#include "cuda_module.h"
+
 namespace mlmamba {
-namespace {
-
-constexpr size_t kErrLen = 1024;
-
-Error module_error(int code, const char* message) {
-  ErrorCode c = ErrorCode::kBackend;
-  if (code == MLMAMBA_ERR_INVALID) c = ErrorCode::kInvalidArgument;
-  if (code == MLMAMBA_ERR_OUT_OF_MEMORY) c = ErrorCode::kOutOfMemory;
-  if (code == MLMAMBA_ERR_UNSUPPORTED) c = ErrorCode::kUnsupported;
-  return make_error(c, std::string("CUDA backend: ") + message);
-}
-
-// Calls a module function whose last two arguments are the error buffer and its length.
-template <class F, class... Args>
-Result<void> call(F fn, Args... args) {
-  char err[kErrLen] = {0};
-  const int code = fn(args..., err, sizeof err);
-  if (code != MLMAMBA_OK) return module_error(code, err);
-  return {};
-}
-
-int dtype_code(DType d) {
-  switch (d) {
-    case DType::kF32:
-      return MLMAMBA_DTYPE_F32;
-    case DType::kF16:
-      return MLMAMBA_DTYPE_F16;
-    case DType::kBF16:
-      return MLMAMBA_DTYPE_BF16;
-  }
-  return -1;
-}
-
-}  // namespace
 
 CudaLmState& CudaLmState::operator=(CudaLmState&& o) noexcept {
   if (this != &o) {
@@ -82,20 +50,11 @@ Result<std::unique_ptr<CudaLm>> CudaLm::load(const WeightStore& store, const Mod
   tensors.reserve(names.size());
   int64_t parameters = 0;
   for (const auto& [mine, theirs] : names) {
-    const TensorView* t = store.find(theirs);
-    if (!t)
-      return make_error(ErrorCode::kNotFound, "tensor " + theirs + " is missing from the weights");
-    if (t->shape.size() > 4)
-      return make_error(ErrorCode::kCorruptFile, "tensor " + theirs + " has too many dimensions");
-    mlmamba_tensor mt{};
-    mt.name = mine.c_str();
-    mt.dtype = dtype_code(t->dtype);
-    mt.ndim = static_cast<int>(t->shape.size());
-    for (size_t k = 0; k < t->shape.size(); ++k) mt.shape[k] = t->shape[k];
-    mt.data = t->data;
-    tensors.push_back(mt);
+    auto mt = module_tensor(store, theirs, mine.c_str());
+    if (!mt.ok()) return mt.error();
+    tensors.push_back(*mt);
     int64_t n = 1;
-    for (int64_t e : t->shape) n *= e;
+    for (int k = 0; k < mt->ndim; ++k) n *= mt->shape[k];
     parameters += n;
   }
   mlmamba_lm_desc d{};
@@ -124,7 +83,7 @@ Result<std::unique_ptr<CudaLm>> CudaLm::load(const WeightStore& store, const Mod
   lm->module_ = module;
   lm->config_ = c;
   lm->parameters_ = parameters;
-  MLM_TRY(call(module->lm_create, static_cast<const mlmamba_lm_desc*>(&d), &lm->lm_));
+  MLM_TRY(module_call(module->lm_create, static_cast<const mlmamba_lm_desc*>(&d), &lm->lm_));
   return lm;
 }
 
@@ -142,48 +101,49 @@ mlmamba_lm_info CudaLm::info() const {
 Result<CudaLmState> CudaLm::new_state() const {
   const std::lock_guard lock(mutex_);
   mlmamba_lm_state* s = nullptr;
-  MLM_TRY(call(module_->state_create, lm_, &s));
+  MLM_TRY(module_call(module_->state_create, lm_, &s));
   return CudaLmState(module_, s);
 }
 
 Result<void> CudaLm::reset(CudaLmState& state) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->state_reset, lm_, state.get());
+  return module_call(module_->state_reset, lm_, state.get());
 }
 
 Result<std::vector<float>> CudaLm::read(const CudaLmState& state) const {
   const std::lock_guard lock(mutex_);
   std::vector<float> v(module_->state_floats(lm_));
-  MLM_TRY(call(module_->state_read, lm_, static_cast<const mlmamba_lm_state*>(state.get()),
-               v.data(), v.size()));
+  MLM_TRY(module_call(module_->state_read, lm_, static_cast<const mlmamba_lm_state*>(state.get()),
+                      v.data(), v.size()));
   return v;
 }
 
 Result<void> CudaLm::write(CudaLmState& state, const std::vector<float>& values) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->state_write, lm_, state.get(), values.data(), values.size());
+  return module_call(module_->state_write, lm_, state.get(), values.data(), values.size());
 }
 
 Result<void> CudaLm::feed_ids(CudaLmState& state, const int32_t* ids, int T, float* logits,
                               int32_t* argmax) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->lm_feed_ids, lm_, state.get(), ids, T, logits, argmax);
+  return module_call(module_->lm_feed_ids, lm_, state.get(), ids, T, logits, argmax);
 }
 
 Result<void> CudaLm::feed_rows(CudaLmState& state, const float* rows, int T, float* logits,
                                int32_t* argmax) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->lm_feed_rows, lm_, state.get(), rows, T, logits, argmax);
+  return module_call(module_->lm_feed_rows, lm_, state.get(), rows, T, logits, argmax);
 }
 
 Result<void> CudaLm::copy(CudaLmState& dst, const CudaLmState& src) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->state_copy, lm_, dst.get(), static_cast<const mlmamba_lm_state*>(src.get()));
+  return module_call(module_->state_copy, lm_, dst.get(),
+                     static_cast<const mlmamba_lm_state*>(src.get()));
 }
 
 Result<void> CudaLm::decode(CudaLmState& state, int32_t id, float* logits, int32_t* argmax) const {
   const std::lock_guard lock(mutex_);
-  return call(module_->lm_decode, lm_, state.get(), id, logits, argmax);
+  return module_call(module_->lm_decode, lm_, state.get(), id, logits, argmax);
 }
 
 }  // namespace mlmamba

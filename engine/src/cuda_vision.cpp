@@ -3,30 +3,10 @@
 #include <string>
 #include <vector>
 
+#include "cuda_module.h"
+
 namespace mlmamba {
 namespace {
-
-constexpr size_t kErrLen = 1024;
-
-Error module_error(int code, const char* message) {
-  ErrorCode c = ErrorCode::kBackend;
-  if (code == MLMAMBA_ERR_INVALID) c = ErrorCode::kInvalidArgument;
-  if (code == MLMAMBA_ERR_OUT_OF_MEMORY) c = ErrorCode::kOutOfMemory;
-  if (code == MLMAMBA_ERR_UNSUPPORTED) c = ErrorCode::kUnsupported;
-  return make_error(c, std::string("CUDA backend: ") + message);
-}
-
-int dtype_code(DType d) {
-  switch (d) {
-    case DType::kF32:
-      return MLMAMBA_DTYPE_F32;
-    case DType::kF16:
-      return MLMAMBA_DTYPE_F16;
-    case DType::kBF16:
-      return MLMAMBA_DTYPE_BF16;
-  }
-  return -1;
-}
 
 // The names the module reads (backend_module.h), which are the package's own.
 std::vector<std::string> vision_tensor_names(const VisionConfig& v) {
@@ -91,18 +71,9 @@ Result<std::unique_ptr<CudaVision>> CudaVision::load(const WeightStore& store,
   std::vector<mlmamba_tensor> tensors;
   tensors.reserve(names.size());
   for (const std::string& name : names) {
-    const TensorView* t = store.find(name);
-    if (!t)
-      return make_error(ErrorCode::kNotFound, "tensor " + name + " is missing from the weights");
-    if (t->shape.size() > 4)
-      return make_error(ErrorCode::kCorruptFile, "tensor " + name + " has too many dimensions");
-    mlmamba_tensor mt{};
-    mt.name = name.c_str();
-    mt.dtype = dtype_code(t->dtype);
-    mt.ndim = static_cast<int>(t->shape.size());
-    for (size_t k = 0; k < t->shape.size(); ++k) mt.shape[k] = t->shape[k];
-    mt.data = t->data;
-    tensors.push_back(mt);
+    auto mt = module_tensor(store, name, name.c_str());
+    if (!mt.ok()) return mt.error();
+    tensors.push_back(*mt);
   }
   mlmamba_vision_desc d{};
   d.device = options.device;
@@ -148,9 +119,8 @@ Result<std::unique_ptr<CudaVision>> CudaVision::load(const WeightStore& store,
   gpu->module_ = module;
   gpu->image_size_ = v.image_size;
   gpu->floats_ = static_cast<size_t>(v.rows()) * config.llm.mixer.d_model;
-  char err[kErrLen] = {0};
-  const int code = module->vision_create(&d, &gpu->vision_, err, sizeof err);
-  if (code != MLMAMBA_OK) return module_error(code, err);
+  MLM_TRY(module_call(module->vision_create, static_cast<const mlmamba_vision_desc*>(&d),
+                      &gpu->vision_));
   return gpu;
 }
 
@@ -170,11 +140,8 @@ Result<void> CudaVision::encode(const RgbImage& square, float* rows) const {
       square.pixels.size() != static_cast<size_t>(image_size_) * image_size_ * 3)
     return make_error(ErrorCode::kInvalidArgument, "the picture is not the encoders' square");
   const std::lock_guard lock(mutex_);
-  char err[kErrLen] = {0};
-  const int code = module_->vision_encode(vision_, square.pixels.data(), image_size_, rows, floats_,
-                                          err, sizeof err);
-  if (code != MLMAMBA_OK) return module_error(code, err);
-  return {};
+  return module_call(module_->vision_encode, vision_, square.pixels.data(), image_size_, rows,
+                     floats_);
 }
 
 float CudaVision::last_ms() const {

@@ -22,19 +22,16 @@ note() { echo "$*" | tee -a "$summary"; }
 : >"$summary"
 note "# Engine on the GPU: $(date -u +%F) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
 
-tar -C "$deps" -xJf "$root/.devdeps/engine-deps.tar.xz" || { note "- pack: could not unpack"; exit 2; }
-lib="$deps/usr/lib/x86_64-linux-gnu"
-export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread:${LD_LIBRARY_PATH:-}"
+# shellcheck source=scripts/device_engine.sh
+. "$root/scripts/device_engine.sh"
+device_engine_unpack || { note "- pack: could not unpack"; exit 2; }
 
 echo "== build ($(($(date +%s) - t0)) s)"
 {
   g++ --version | head -1
   nvcc --version | tail -1
   cmake --version | head -1
-  timeout 60 cmake -S "$root/tools/cuda/engine-tests" -B "$build" -G Ninja \
-    -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps/usr" \
-    -DICU_ROOT="$deps/usr" -DCBLAS_INCLUDE_DIR="$deps/usr/include/x86_64-linux-gnu/openblas-pthread" &&
-    timeout 150 cmake --build "$build" -j "$(nproc)" --target test_backend test_cuda_lm test_cuda_vision test_session
+  device_engine_build 60 150 test_backend test_cuda_lm test_cuda_vision test_session
 } >"$out/build.log" 2>&1
 rc=$?
 note "- build (engine, module, tests): $([ $rc = 0 ] && echo ok || echo "FAILED (status $rc)") in $(($(date +%s) - t0)) s"

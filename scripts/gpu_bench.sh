@@ -63,18 +63,13 @@ else
   pkg_pid=$!
 fi
 
-# 2. Build: the same configuration as scripts/cuda_engine_check.sh, the program alone.
+# 2. Build: the program alone (scripts/device_engine.sh, as scripts/cuda_engine_check.sh).
 say "build"
 cli="$build/bin/mlmamba-cli"
-if tar -C "$deps" -xJf "$root/.devdeps/engine-deps.tar.xz"; then
-  lib="$deps/usr/lib/x86_64-linux-gnu"
-  export LD_LIBRARY_PATH="$lib:$lib/openblas-pthread:${LD_LIBRARY_PATH:-}"
-  {
-    timeout "$(limit 60)" cmake -S "$root/tools/cuda/engine-tests" -B "$build" -G Ninja \
-      -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH="$deps/usr" \
-      -DICU_ROOT="$deps/usr" -DCBLAS_INCLUDE_DIR="$deps/usr/include/x86_64-linux-gnu/openblas-pthread" &&
-      timeout "$(limit 200)" cmake --build "$build" -j "$(nproc)" --target mlmamba-cli
-  } >"$out/build.log" 2>&1
+# shellcheck source=scripts/device_engine.sh
+. "$root/scripts/device_engine.sh"
+if device_engine_unpack; then
+  device_engine_build "$(limit 60)" "$(limit 200)" mlmamba-cli >"$out/build.log" 2>&1
   rc=$?
 else
   echo "could not unpack $root/.devdeps/engine-deps.tar.xz (carry .devdeps)" >"$out/build.log"

@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 
 import model as M                                                          # noqa: E402
-import mlmamba_ref as R                                                    # noqa: E402
+import test_model as TM                                                    # noqa: E402
 import train_shapes as T                                                   # noqa: E402
 
 
@@ -57,17 +57,9 @@ class CliTokenizer:
 def load_model(folder: str, cli: str):
     with open(os.path.join(folder, "config.json")) as f:
         cfg = json.load(f)
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    sd = {}
-    for fn in files:
-        sd.update({k: v.float() for k, v in R.read_safetensors(os.path.join(folder, fn)).items()})
+    _, sd, _ = TM.load_package(folder)
     model = M.MLMamba(cfg)
-    model.load_state_dict(sd)
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
     with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as f:
         text = f.read()
     try:
